@@ -1,0 +1,365 @@
+//! The feed-forward model zoo of `plastic`, built from learning-rule layers.
+//!
+//! Every convolution and linear layer is a [`plastic_rules`] feedback layer, so any model of
+//! the zoo trains with any rule; norms, pooling, residual additions and nonlinearities keep
+//! ordinary backprop.
+//!
+//! ```
+//! use burn::tensor::{Device, Tensor};
+//! use plastic_cnn::{CnnConfig, CnnKind};
+//! use plastic_rules::RuleConfig;
+//!
+//! let config = CnnConfig { kind: CnnKind::Knet4, ..Default::default() };
+//! let model = config.init([3, 32, 32], 10, &RuleConfig::default(), (0, 1), &Device::flex()).unwrap();
+//! let logits = model.forward(Tensor::zeros([2, 3, 32, 32], &Device::flex()));
+//! assert_eq!(logits.dims(), [2, 10]);
+//! ```
+
+pub mod spec;
+pub mod units;
+pub mod zoo;
+
+use burn::module::Module;
+use burn::nn::BatchNormConfig;
+use burn::tensor::{Device, Tensor};
+use plastic_rules::{FeedbackConv2dConfig, FeedbackLayer, FeedbackLinearConfig, FeedbackNetwork, LayerPosition, RuleConfig, WeightInit};
+use serde::{Deserialize, Serialize};
+
+use spec::{PostOp, StageSpec, conv_output};
+use units::{ConvUnit, DenseUnit, NormAct, PoolStage, ResidualBlock, pool};
+pub use zoo::{CnnKind, Stem};
+
+/// The `[model]` section for feed-forward models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CnnConfig {
+    pub kind: CnnKind,
+    /// Multiplies every layer's width (channels or units), except the class readout.
+    pub width: f64,
+    /// `convnet`: output channels of each 3×3 conv + 2×2 max-pool stage.
+    pub channels: Vec<usize>,
+    /// `mlp` and `convnet`: widths of the hidden dense layers.
+    pub hidden: Vec<usize>,
+    /// `convnet` and `shallownet`: BatchNorm after each convolution (ResNets always have it).
+    pub batch_norm: bool,
+    /// `alexnet` and `knet*`: local response normalisation.
+    pub lrn: bool,
+    /// Dropout probability after hidden dense layers (default 0.5 for `alexnet`, else 0).
+    pub dropout: Option<f64>,
+    /// ResNet stem.
+    pub stem: Stem,
+    /// Initial distribution of W (and B).
+    pub init: WeightInit,
+}
+
+impl Default for CnnConfig {
+    fn default() -> Self {
+        Self {
+            kind: CnnKind::Convnet,
+            width: 1.0,
+            channels: vec![32, 64],
+            hidden: vec![128],
+            batch_norm: false,
+            lrn: false,
+            dropout: None,
+            stem: Stem::Auto,
+            init: WeightInit::KaimingUniform,
+        }
+    }
+}
+
+/// A stage of a built network.
+#[derive(Module, Debug)]
+pub enum Stage {
+    Conv(ConvUnit),
+    Residual(ResidualBlock),
+    Pool(PoolStage),
+    NormAct(NormAct),
+    Dense(DenseUnit),
+}
+
+/// One feedback layer of a built network, for `plastic inspect`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerSummary {
+    pub name: String,
+    /// `conv k×k/s` or `linear`.
+    pub kind: String,
+    /// Output shape without the batch: `[c, h, w]` or `[features]`.
+    pub output: Vec<usize>,
+    pub params: usize,
+}
+
+/// A feed-forward network of the zoo.
+#[derive(Module, Debug)]
+pub struct Cnn {
+    pub stages: Vec<Stage>,
+    #[module(skip)]
+    pub summary: Vec<LayerSummary>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    Map([usize; 3]),
+    Flat(usize),
+}
+
+impl CnnConfig {
+    fn dropout(&self) -> f64 {
+        self.dropout.unwrap_or(if self.kind == CnnKind::Alexnet { 0.5 } else { 0.0 })
+    }
+
+    /// Range checks; messages name the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.width > 0.0 && self.width <= 64.0) {
+            return Err(format!("model.width = {} must be in (0, 64]", self.width));
+        }
+        if let Some(p) = self.dropout
+            && !(0.0..1.0).contains(&p)
+        {
+            return Err(format!("model.dropout = {p} must be in [0, 1)"));
+        }
+        if self.kind == CnnKind::Convnet && (self.channels.is_empty() || self.channels.contains(&0)) {
+            return Err("model.channels must list at least one positive width".into());
+        }
+        if self.hidden.contains(&0) {
+            return Err("model.hidden widths must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The stages for an input of shape `[c, h, w]` (square images are assumed for the zoo's
+    /// resolution-dependent choices; `h` decides).
+    pub fn stages(&self, input: [usize; 3], classes: usize) -> Vec<StageSpec> {
+        let resolved = CnnConfig { dropout: Some(self.dropout()), ..self.clone() };
+        zoo::stages(&resolved, input[1], classes)
+    }
+
+    /// Builds the network. `seeds = (weight seed, feedback seed)`. Fails with a message when
+    /// the input is too small for the architecture.
+    pub fn init(&self, input: [usize; 3], classes: usize, rules: &RuleConfig, seeds: (u64, u64), device: &Device) -> Result<Cnn, String> {
+        self.validate()?;
+        let specs = self.stages(input, classes);
+        let names: Vec<String> = specs.iter().flat_map(StageSpec::layer_names).collect();
+        let mut builder = Builder { names, rules, seeds, stream: 0, init: self.init, summary: Vec::new() };
+        let mut shape = Shape::Map(input);
+        let mut stages = Vec::with_capacity(specs.len());
+        let too_small = |what: &str| format!("model.kind = {:?}: input {}×{} is too small at {what}", self.kind, input[1], input[2]).to_lowercase();
+        for spec in specs {
+            match spec {
+                StageSpec::Conv { name, channels, kernel, stride, padding, bias, post } => {
+                    let Shape::Map([c, h, w]) = shape else { unreachable!("convolutions come before dense layers") };
+                    let (mut h, mut w) = (conv_output(h, kernel, stride, padding).ok_or_else(|| too_small(&name))?, conv_output(w, kernel, stride, padding).ok_or_else(|| too_small(&name))?);
+                    let conf = builder.conv(&name, [c, channels], kernel, stride, padding, bias, [channels, h, w]);
+                    for op in &post {
+                        if let PostOp::Pool(p) = op {
+                            h = p.output(h).ok_or_else(|| too_small(&name))?;
+                            w = p.output(w).ok_or_else(|| too_small(&name))?;
+                        }
+                    }
+                    stages.push(Stage::Conv(ConvUnit::new(name, conf, post, device)));
+                    shape = Shape::Map([channels, h, w]);
+                }
+                StageSpec::Residual { name, channels, stride, preactivation, projection } => {
+                    let Shape::Map([c, h, w]) = shape else { unreachable!() };
+                    let (h, w) = (conv_output(h, 3, stride, 1).ok_or_else(|| too_small(&name))?, conv_output(w, 3, stride, 1).ok_or_else(|| too_small(&name))?);
+                    let out = [channels, h, w];
+                    let conv1 = builder.conv(&format!("{name}.conv1"), [c, channels], 3, stride, 1, false, out).init(device);
+                    let conv2 = builder.conv(&format!("{name}.conv2"), [channels, channels], 3, 1, 1, false, out).init(device);
+                    let project = projection || stride != 1 || c != channels;
+                    let shortcut = project.then(|| builder.conv(&format!("{name}.shortcut"), [c, channels], 1, stride, 0, false, out).init(device));
+                    stages.push(Stage::Residual(ResidualBlock {
+                        conv1,
+                        norm1: BatchNormConfig::new(if preactivation { c } else { channels }).init(device),
+                        conv2,
+                        norm2: BatchNormConfig::new(channels).init(device),
+                        shortcut,
+                        shortcut_norm: (project && !preactivation).then(|| BatchNormConfig::new(channels).init(device)),
+                        preactivation,
+                        name,
+                    }));
+                    shape = Shape::Map(out);
+                }
+                StageSpec::Pool(op) => {
+                    let Shape::Map([c, h, w]) = shape else { unreachable!() };
+                    shape = Shape::Map([c, op.output(h).ok_or_else(|| too_small("a pooling stage"))?, op.output(w).ok_or_else(|| too_small("a pooling stage"))?]);
+                    stages.push(Stage::Pool(PoolStage { op }));
+                }
+                StageSpec::NormAct(activation) => {
+                    let Shape::Map([c, ..]) = shape else { unreachable!() };
+                    stages.push(Stage::NormAct(NormAct { norm: BatchNormConfig::new(c).init(device), activation }));
+                }
+                StageSpec::Dense { name, features, activation, dropout } => {
+                    let d_in = match shape {
+                        Shape::Map(s) => s.iter().product(),
+                        Shape::Flat(n) => n,
+                    };
+                    let conf = builder.linear(&name, d_in, features);
+                    stages.push(Stage::Dense(DenseUnit::new(name, conf, activation, dropout, device)));
+                    shape = Shape::Flat(features);
+                }
+            }
+        }
+        let model = Cnn { stages, summary: builder.summary };
+        Ok(model)
+    }
+}
+
+/// Hands out rules, seeds and streams to layers in forward order.
+struct Builder<'a> {
+    names: Vec<String>,
+    rules: &'a RuleConfig,
+    seeds: (u64, u64),
+    stream: u64,
+    init: WeightInit,
+    summary: Vec<LayerSummary>,
+}
+
+impl Builder<'_> {
+    fn position(&self, name: &str) -> LayerPosition {
+        LayerPosition { index: self.names.iter().position(|n| n == name).expect("named in the spec"), count: self.names.len() }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn conv(&mut self, name: &str, channels: [usize; 2], kernel: usize, stride: usize, padding: usize, bias: bool, out: [usize; 3]) -> FeedbackConv2dConfig {
+        self.stream += 1;
+        self.summary.push(LayerSummary {
+            name: name.into(),
+            kind: format!("conv {kernel}×{kernel}/{stride}"),
+            output: out.to_vec(),
+            params: channels[0] * channels[1] * kernel * kernel + if bias { channels[1] } else { 0 },
+        });
+        FeedbackConv2dConfig::new(channels, [kernel, kernel])
+            .with_stride([stride, stride])
+            .with_padding([padding, padding])
+            .with_bias(bias)
+            .with_init(self.init)
+            .with_rule(self.rules.layer_rule(name, self.position(name)))
+            .with_seed(self.seeds.0)
+            .with_feedback_seed(self.seeds.1)
+            .with_stream(self.stream)
+    }
+
+    fn linear(&mut self, name: &str, d_in: usize, d_out: usize) -> FeedbackLinearConfig {
+        self.stream += 1;
+        self.summary.push(LayerSummary { name: name.into(), kind: "linear".into(), output: vec![d_out], params: d_in * d_out + d_out });
+        FeedbackLinearConfig::new(d_in, d_out)
+            .with_init(self.init)
+            .with_rule(self.rules.layer_rule(name, self.position(name)))
+            .with_seed(self.seeds.0)
+            .with_feedback_seed(self.seeds.1)
+            .with_stream(self.stream)
+    }
+}
+
+impl Cnn {
+    /// `[batch, c, h, w] → [batch, classes]` logits.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let mut map = Some(x);
+        let mut flat: Option<Tensor<2>> = None;
+        for stage in &self.stages {
+            match stage {
+                Stage::Dense(d) => {
+                    let input = flat.take().unwrap_or_else(|| map.take().expect("a map before the first dense layer").flatten(1, 3));
+                    flat = Some(d.forward(input));
+                }
+                Stage::Conv(c) => map = map.map(|x| c.forward(x)),
+                Stage::Residual(r) => map = map.map(|x| r.forward(x)),
+                Stage::Pool(p) => map = map.map(|x| pool(x, p.op)),
+                Stage::NormAct(n) => map = map.map(|x| n.activation.apply(n.norm.forward(x))),
+            }
+        }
+        flat.expect("the zoo ends every network with a dense readout")
+    }
+
+    /// Output units of all feedback layers (the "neurons" of the network).
+    pub fn units(&self) -> usize {
+        self.summary.iter().map(|l| l.output.iter().product::<usize>()).sum()
+    }
+}
+
+impl FeedbackNetwork for Cnn {
+    fn feedback_layers(&self) -> Vec<(String, &dyn FeedbackLayer)> {
+        let mut v = Vec::new();
+        for stage in &self.stages {
+            match stage {
+                Stage::Conv(c) => v.push((c.name.clone(), &c.conv as &dyn FeedbackLayer)),
+                Stage::Residual(r) => v.extend(r.layers()),
+                Stage::Dense(d) => v.push((d.name.clone(), &d.linear as &dyn FeedbackLayer)),
+                Stage::Pool(_) | Stage::NormAct(_) => {}
+            }
+        }
+        v
+    }
+
+    fn feedback_layers_mut(&mut self) -> Vec<(String, &mut dyn FeedbackLayer)> {
+        let mut v = Vec::new();
+        for stage in &mut self.stages {
+            match stage {
+                Stage::Conv(c) => v.push((c.name.clone(), &mut c.conv as &mut dyn FeedbackLayer)),
+                Stage::Residual(r) => v.extend(r.layers_mut()),
+                Stage::Dense(d) => v.push((d.name.clone(), &mut d.linear as &mut dyn FeedbackLayer)),
+                Stage::Pool(_) | Stage::NormAct(_) => {}
+            }
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(kind: CnnKind, input: [usize; 3]) -> Cnn {
+        CnnConfig { kind, ..Default::default() }.init(input, 10, &RuleConfig::default(), (0, 1), &Device::flex()).unwrap()
+    }
+
+    #[test]
+    fn every_zoo_model_maps_images_to_class_logits() {
+        for (kind, input) in [
+            (CnnKind::Mlp, [1, 8, 8]),
+            (CnnKind::Convnet, [1, 8, 8]),
+            (CnnKind::Knet4, [3, 32, 32]),
+            (CnnKind::Knet5, [3, 32, 32]),
+            (CnnKind::Alexnet, [3, 32, 32]),
+            (CnnKind::Alexnet, [3, 64, 64]),
+            (CnnKind::Resnet18, [3, 32, 32]),
+            (CnnKind::Resnet18v2, [3, 32, 32]),
+            (CnnKind::Shallownet, [3, 64, 64]),
+        ] {
+            let model = CnnConfig { kind, width: 0.25, ..Default::default() }.init(input, 10, &RuleConfig::default(), (0, 1), &Device::flex()).unwrap();
+            let logits = model.forward(Tensor::ones([2, input[0], input[1], input[2]], &Device::flex()));
+            assert_eq!(logits.dims(), [2, 10], "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn resnet_layer_lists_name_every_feedback_layer() {
+        // conv0 + 2 convs per block + a projection in the first block of groups 2–4 + dense.
+        // (lr-identify's TF ResNets also project in group 1, hence its 22 and 38.)
+        for (kind, n) in [(CnnKind::Resnet18, 21), (CnnKind::Resnet34, 37)] {
+            let specs = CnnConfig { kind, ..Default::default() }.stages([3, 224, 224], 1000);
+            assert_eq!(specs.iter().flat_map(StageSpec::layer_names).count(), n, "{kind:?}");
+        }
+        let model = build(CnnKind::Resnet18, [3, 32, 32]);
+        let names: Vec<String> = model.feedback_layers().into_iter().map(|(n, _)| n).collect();
+        let specs = CnnConfig { kind: CnnKind::Resnet18, ..Default::default() }.stages([3, 32, 32], 10);
+        assert_eq!(names, specs.iter().flat_map(StageSpec::layer_names).collect::<Vec<_>>());
+        assert_eq!(names.last().unwrap(), "dense");
+    }
+
+    #[test]
+    fn resnet18_has_the_published_parameter_count() {
+        let model = CnnConfig { kind: CnnKind::Resnet18, ..Default::default() }
+            .init([3, 224, 224], 1000, &RuleConfig::default(), (0, 1), &Device::flex())
+            .unwrap();
+        // torchvision's resnet18: 11,689,512 parameters (BN running stats excluded there).
+        let running_stats = 2 * (64 + 4 * 64 + 4 * 128 + 4 * 256 + 4 * 512 + 128 + 256 + 512);
+        assert_eq!(model.num_params() - running_stats, 11_689_512);
+    }
+
+    #[test]
+    fn too_small_inputs_are_reported_not_panicked() {
+        let err = CnnConfig { kind: CnnKind::Knet4, ..Default::default() }.init([1, 2, 2], 10, &RuleConfig::default(), (0, 1), &Device::flex()).unwrap_err();
+        assert!(err.contains("too small"), "{err}");
+    }
+}

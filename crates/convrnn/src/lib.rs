@@ -1,0 +1,1 @@
+//! plastic-convrnn

@@ -1,0 +1,107 @@
+//! Weight and feedback initialisation, drawn on the host from a seeded ChaCha stream.
+//!
+//! Drawing on the host (instead of with the backend's RNG) makes a model's initial weights
+//! the same on every backend, and lets B be drawn from its own seed, independent of W.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// Initial distribution of a weight tensor (and of B, which is drawn like W).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightInit {
+    /// He et al. for ReLU: U(±√(6 / fan_in)).
+    #[default]
+    KaimingUniform,
+    /// He et al. for ReLU: N(0, 2 / fan_in).
+    KaimingNormal,
+    /// PyTorch's default for Conv2d / Linear: U(±1 / √fan_in).
+    TorchDefault,
+    /// Glorot: U(±√(6 / (fan_in + fan_out))).
+    XavierUniform,
+}
+
+impl WeightInit {
+    /// Standard deviation of the distribution (sign symmetry's uSF uses it as B's magnitude).
+    pub fn std(&self, fan_in: usize, fan_out: usize) -> f32 {
+        let (fi, fo) = (fan_in.max(1) as f32, fan_out.max(1) as f32);
+        match self {
+            WeightInit::KaimingUniform | WeightInit::KaimingNormal => (2.0 / fi).sqrt(),
+            WeightInit::TorchDefault => 1.0 / (3.0 * fi).sqrt(),
+            WeightInit::XavierUniform => (2.0 / (fi + fo)).sqrt(),
+        }
+    }
+
+    /// `len` draws from stream `stream` of `seed`.
+    pub fn sample(&self, len: usize, fan_in: usize, fan_out: usize, seed: u64, stream: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(stream);
+        let std = self.std(fan_in, fan_out);
+        match self {
+            WeightInit::KaimingNormal => (0..len).map(|_| std * standard_normal(&mut rng)).collect(),
+            _ => {
+                let bound = std * 3f32.sqrt();
+                (0..len).map(|_| rng.random_range(-bound..bound)).collect()
+            }
+        }
+    }
+}
+
+/// Seeds for the layers of a model, handed out in construction order so every layer's W and B
+/// come from distinct streams of the run seed and the rule seed.
+#[derive(Debug, Clone)]
+pub struct LayerSeeds {
+    pub weight_seed: u64,
+    pub feedback_seed: u64,
+    next: u64,
+}
+
+impl LayerSeeds {
+    pub fn new(weight_seed: u64, feedback_seed: u64) -> Self {
+        Self { weight_seed, feedback_seed, next: 0 }
+    }
+
+    /// The stream index of the next layer.
+    pub fn next_stream(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+}
+
+/// A standard normal draw (Box–Muller).
+pub fn standard_normal(rng: &mut ChaCha8Rng) -> f32 {
+    let u1: f32 = rng.random_range(f32::EPSILON..1.0);
+    let u2: f32 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+}
+
+/// `len` standard-normal draws from stream `stream` of `seed` (mirror noise, dropout…).
+pub fn normal_stream(len: usize, seed: u64, stream: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    (0..len).map(|_| standard_normal(&mut rng)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_have_the_documented_spread() {
+        for init in [WeightInit::KaimingUniform, WeightInit::KaimingNormal, WeightInit::TorchDefault, WeightInit::XavierUniform] {
+            let v = init.sample(40_000, 50, 30, 1, 2);
+            let mean = v.iter().sum::<f32>() / v.len() as f32;
+            let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / v.len() as f32).sqrt();
+            assert!(mean.abs() < 0.01 && (std / init.std(50, 30) - 1.0).abs() < 0.02, "{init:?}: {mean} {std}");
+        }
+    }
+
+    #[test]
+    fn streams_are_independent_and_reproducible() {
+        let a = WeightInit::KaimingUniform.sample(100, 10, 10, 5, 1);
+        assert_eq!(a, WeightInit::KaimingUniform.sample(100, 10, 10, 5, 1));
+        assert_ne!(a, WeightInit::KaimingUniform.sample(100, 10, 10, 5, 2));
+        assert_ne!(a, WeightInit::KaimingUniform.sample(100, 10, 10, 6, 1));
+    }
+}

@@ -1,0 +1,434 @@
+//! The feedback op: a Conv2d or Linear whose backward pass sends the error down through a
+//! feedback tensor B instead of the forward weights W, and registers B's own gradient in
+//! closed form.
+//!
+//! It is a backend extension (`#[backend_extension]`) with a hand-written autodiff `Backward`,
+//! so it is a real node of burn's graph: one `backward()` gives the gradients of x, W, the bias
+//! and B. On a device without autodiff it is an ordinary conv / matmul.
+//!
+//! For a layer y = f(x; W) (+ bias), given δy:
+//! - δx = Bᵀδy (a transposed convolution with B; Wᵀδy when the tap asks for backprop),
+//! - δW = δy xᵀ and δbias = Σ δy, exactly as backprop,
+//! - δB = what [`FeedbackGrad`] says: nothing, δW (Kolen–Pollack), or the gradient of a local
+//!   alignment loss R(B) built from the primitives of Kunin et al. (see [`LocalLoss`]).
+
+use std::fmt::Debug;
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Cube, Dispatch, ExtensionType, Flex, TensorMetadata, backend_extension};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Shape, Tensor};
+
+use crate::tap::LayerTap;
+
+/// Coefficients of the local loss whose gradient trains B (all terms stop-gradient on x and W;
+/// y = Wx before the bias; expectations are batch means; for a convolution, sums run over
+/// channels and positions, and "Bx" / "Bᵀy" are the convolution with B and its transpose):
+///
+/// R = decay·(‖W‖² + ‖B‖²) − self_align·⟨B, W⟩ − amp·E[y·(Bx)] + null·E‖Bᵀy‖²
+///     + sparse·(E‖y‖² + E‖Bx‖²)
+///
+/// ∂R/∂B = 2·decay·B − self_align·W − amp·E[y xᵀ] + 2·null·E[y (Bᵀy)ᵀ] + 2·sparse·E[(Bx) xᵀ]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LocalLoss {
+    pub decay: f32,
+    pub self_align: f32,
+    pub amp: f32,
+    pub null: f32,
+    pub sparse: f32,
+}
+
+impl LocalLoss {
+    fn needs_output(&self) -> bool {
+        self.amp != 0.0 || self.null != 0.0
+    }
+}
+
+/// Which gradient the op registers for B.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum FeedbackGrad {
+    /// B is fixed or derived from W (feedback alignment, sign symmetry).
+    #[default]
+    None,
+    /// B receives W's gradient δW (Kolen–Pollack).
+    WeightGrad,
+    /// B descends a local alignment loss (weight mirror, information / symmetric / activation
+    /// alignment).
+    Local(LocalLoss),
+}
+
+/// Everything the backward needs to know besides the tensors.
+#[derive(Debug, Clone, Default)]
+pub struct BackwardSpec {
+    pub feedback_grad: FeedbackGrad,
+    pub tap: Option<LayerTap>,
+}
+
+/// A bias that may be absent. (The extension macro routes `Option<FloatTensor>` arguments
+/// but does not unwrap them in 0.22.1; an `ExtensionType` enum goes through.)
+#[derive(ExtensionType)]
+pub enum MaybeBias<B: Backend> {
+    Present(FloatTensor<B>),
+    Absent,
+}
+
+impl<B: Backend> MaybeBias<B> {
+    fn into_option(self) -> Option<FloatTensor<B>> {
+        match self {
+            MaybeBias::Present(b) => Some(b),
+            MaybeBias::Absent => None,
+        }
+    }
+}
+
+#[backend_extension(Autodiff, Cube, Flex, NdArray: cfg(feature = "ndarray"))]
+pub trait FeedbackBackend: Backend {
+    /// `conv2d(x, weight, bias)`; B and the spec only matter to the backward.
+    fn feedback_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        #[extension_type] bias: MaybeBias<Self>,
+        feedback: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        spec: BackwardSpec,
+    ) -> FloatTensor<Self> {
+        let _ = (feedback, spec);
+        Self::conv2d(x, weight, bias.into_option(), options)
+    }
+
+    /// `x · weight + bias` with `x: [n, d_in]`, `weight: [d_in, d_out]`.
+    fn feedback_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        #[extension_type] bias: MaybeBias<Self>,
+        feedback: FloatTensor<Self>,
+        spec: BackwardSpec,
+    ) -> FloatTensor<Self> {
+        let _ = (feedback, spec);
+        DenseKind.forward::<Self>(x, weight, bias.into_option())
+    }
+}
+
+impl FeedbackBackend for Cube {}
+impl FeedbackBackend for Flex {}
+#[cfg(feature = "ndarray")]
+#[allow(deprecated)]
+impl FeedbackBackend for burn::backend::NdArray {}
+
+/// The four linear maps of a layer kind, on backend primitives. Conv2d and Linear differ only
+/// here; the backward logic is written once over this trait.
+trait LayerKind: Debug + Clone + Send + Sync + 'static {
+    /// y = K x (no bias).
+    fn apply<B: Backend>(&self, x: FloatTensor<B>, kernel: FloatTensor<B>) -> FloatTensor<B>;
+    /// Kᵀ g, shaped like x.
+    fn apply_transpose<B: Backend>(&self, x: &FloatTensor<B>, kernel: FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B>;
+    /// Σ_batch g xᵀ in the kernel's layout (the weight gradient when g = δy).
+    fn correlate<B: Backend>(&self, x: FloatTensor<B>, kernel: &FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B>;
+    /// Σ of g over everything but the output channel.
+    fn bias_grad<B: Backend>(&self, x: &FloatTensor<B>, bias: &FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B>;
+    /// The bias reshaped to broadcast over an output.
+    fn bias_shape(&self, channels: usize) -> Shape;
+
+    fn forward<B: Backend>(&self, x: FloatTensor<B>, kernel: FloatTensor<B>, bias: Option<FloatTensor<B>>) -> FloatTensor<B> {
+        let y = self.apply::<B>(x, kernel);
+        match bias {
+            Some(b) => {
+                let c = b.shape().num_elements();
+                B::float_add(y, B::float_reshape(b, self.bias_shape(c)))
+            }
+            None => y,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ConvKind(ConvOptions<2>);
+
+impl LayerKind for ConvKind {
+    fn apply<B: Backend>(&self, x: FloatTensor<B>, kernel: FloatTensor<B>) -> FloatTensor<B> {
+        B::conv2d(x, kernel, None, self.0.clone())
+    }
+    fn apply_transpose<B: Backend>(&self, x: &FloatTensor<B>, kernel: FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B> {
+        B::conv2d_x_backward(x.clone(), kernel, g, self.0.clone())
+    }
+    fn correlate<B: Backend>(&self, x: FloatTensor<B>, kernel: &FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B> {
+        B::conv2d_weight_backward(x, kernel.clone(), g, self.0.clone())
+    }
+    fn bias_grad<B: Backend>(&self, x: &FloatTensor<B>, bias: &FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B> {
+        B::conv2d_bias_backward(x.clone(), bias.clone(), g)
+    }
+    fn bias_shape(&self, channels: usize) -> Shape {
+        Shape::new([1, channels, 1, 1])
+    }
+}
+
+#[derive(Debug, Clone)]
+struct DenseKind;
+
+impl LayerKind for DenseKind {
+    fn apply<B: Backend>(&self, x: FloatTensor<B>, kernel: FloatTensor<B>) -> FloatTensor<B> {
+        B::float_matmul(x, kernel)
+    }
+    fn apply_transpose<B: Backend>(&self, _x: &FloatTensor<B>, kernel: FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B> {
+        B::float_matmul(g, B::float_transpose(kernel))
+    }
+    fn correlate<B: Backend>(&self, x: FloatTensor<B>, _kernel: &FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B> {
+        B::float_matmul(B::float_transpose(x), g)
+    }
+    fn bias_grad<B: Backend>(&self, _x: &FloatTensor<B>, _bias: &FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B> {
+        let d = g.shape()[1];
+        B::float_reshape(B::float_sum_dim(g, 0), Shape::new([d]))
+    }
+    fn bias_shape(&self, channels: usize) -> Shape {
+        Shape::new([1, channels])
+    }
+}
+
+/// What the backward keeps from the forward. Primitives are reference-counted handles, so
+/// keeping W and B costs nothing; the output is kept only when the local loss needs y.
+#[derive(Debug, Clone)]
+struct FeedbackState<B: Backend, K: LayerKind> {
+    kind: K,
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: Option<FloatTensor<B>>,
+    feedback: FloatTensor<B>,
+    output: Option<FloatTensor<B>>,
+    spec: BackwardSpec,
+}
+
+#[derive(Debug)]
+struct FeedbackBackward<K>(std::marker::PhantomData<K>);
+
+/// Parents are `[x, weight, feedback]` or `[x, weight, bias, feedback]`.
+impl<B: Backend, K: LayerKind, const N: usize> Backward<B, N> for FeedbackBackward<K> {
+    type State = FeedbackState<B, K>;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let parents = ops.parents;
+        let (node_x, node_w, node_fb) = (&parents[0], &parents[1], &parents[N - 1]);
+        let node_bias = if N == 4 { &parents[2] } else { &None };
+        let st = ops.state;
+        let request = st.spec.tap.as_ref().map(LayerTap::request).unwrap_or_default();
+        let kind = &st.kind;
+
+        if let Some(node) = node_x {
+            let kernel = if request.backprop { st.weight.clone() } else { st.feedback.clone() };
+            let gx = kind.apply_transpose::<B>(&st.x, kernel, grad.clone());
+            if let Some(tap) = &st.spec.tap {
+                if request.grad_angle && !request.backprop {
+                    let gx_w = kind.apply_transpose::<B>(&st.x, st.weight.clone(), grad.clone());
+                    tap.record_grad_sums(angle_sums::<B>(&gx, &gx_w));
+                }
+                if request.compare_input_grad
+                    && let Some(earlier) = tap.take_input_grad().and_then(|b| b.downcast::<FloatTensor<B>>().ok())
+                {
+                    tap.record_true_grad_sums(angle_sums::<B>(&earlier, &gx));
+                }
+                if request.capture_input_grad {
+                    tap.store_input_grad(Box::new(gx.clone()));
+                }
+            }
+            grads.register::<B>(node.id, gx);
+        }
+
+        let needs_weight_grad =
+            node_w.is_some() || (node_fb.is_some() && st.spec.feedback_grad == FeedbackGrad::WeightGrad && !request.backprop);
+        let gw = needs_weight_grad.then(|| kind.correlate::<B>(st.x.clone(), &st.weight, grad.clone()));
+
+        if let (Some(node), Some(bias)) = (node_bias, &st.bias) {
+            grads.register::<B>(node.id, kind.bias_grad::<B>(&st.x, bias, grad.clone()));
+        }
+
+        if let Some(node) = node_fb
+            && !request.backprop
+        {
+            match st.spec.feedback_grad {
+                FeedbackGrad::None => {}
+                FeedbackGrad::WeightGrad => grads.register::<B>(node.id, gw.clone().expect("computed above")),
+                FeedbackGrad::Local(loss) => {
+                    let output = st.output.clone();
+                    grads.register::<B>(node.id, local_feedback_grad::<B, K>(&st, loss, output));
+                }
+            }
+        }
+        if let (Some(node), Some(gw)) = (node_w, gw) {
+            grads.register::<B>(node.id, gw);
+        }
+    }
+}
+
+/// ∂R/∂B of [`LocalLoss`], in closed form. The data terms share one correlation call: it is
+/// linear in both arguments, so `corr(x, g1) + corr(z, g2) = corr([x; z], [g1; g2])` with the
+/// two halves stacked on the batch axis.
+fn local_feedback_grad<B: Backend, K: LayerKind>(st: &FeedbackState<B, K>, loss: LocalLoss, output: Option<FloatTensor<B>>) -> FloatTensor<B> {
+    let kind = &st.kind;
+    let n = st.x.shape()[0] as f32;
+    // y = W x before the bias.
+    let y = loss.needs_output().then(|| {
+        let out = output.expect("the forward keeps its output when the local loss needs y");
+        match &st.bias {
+            Some(b) => B::float_sub(out, B::float_reshape(b.clone(), kind.bias_shape(b.shape().num_elements()))),
+            None => out,
+        }
+    });
+    // Terms whose input is x: g1 = −amp·y + 2·sparse·(Bx).
+    let mut g1: Option<FloatTensor<B>> = None;
+    if loss.amp != 0.0 {
+        g1 = Some(B::float_mul_scalar(y.clone().unwrap(), (-loss.amp).into()));
+    }
+    if loss.sparse != 0.0 {
+        let bx = B::float_mul_scalar(kind.apply::<B>(st.x.clone(), st.feedback.clone()), (2.0 * loss.sparse).into());
+        g1 = Some(match g1 {
+            Some(g) => B::float_add(g, bx),
+            None => bx,
+        });
+    }
+    // Term whose input is z = Bᵀy: g2 = 2·null·y.
+    let null_term = (loss.null != 0.0).then(|| {
+        let y = y.clone().unwrap();
+        let z = kind.apply_transpose::<B>(&st.x, st.feedback.clone(), y.clone());
+        (z, B::float_mul_scalar(y, (2.0 * loss.null).into()))
+    });
+    let data = match (g1, null_term) {
+        (Some(g1), Some((z, g2))) => Some(kind.correlate::<B>(
+            B::float_cat(vec![st.x.clone(), z], 0),
+            &st.feedback,
+            B::float_cat(vec![g1, g2], 0),
+        )),
+        (Some(g1), None) => Some(kind.correlate::<B>(st.x.clone(), &st.feedback, g1)),
+        (None, Some((z, g2))) => Some(kind.correlate::<B>(z, &st.feedback, g2)),
+        (None, None) => None,
+    }
+    .map(|g| B::float_mul_scalar(g, (1.0 / n).into()));
+    let mut grad = B::float_mul_scalar(st.feedback.clone(), (2.0 * loss.decay).into());
+    if loss.self_align != 0.0 {
+        grad = B::float_sub(grad, B::float_mul_scalar(st.weight.clone(), loss.self_align.into()));
+    }
+    match data {
+        Some(d) => B::float_add(grad, d),
+        None => grad,
+    }
+}
+
+/// `[⟨a, b⟩, ‖a‖², ‖b‖²]` of two tensors of the same shape, read back to the host in one go.
+fn angle_sums<B: Backend>(a: &FloatTensor<B>, b: &FloatTensor<B>) -> [f64; 3] {
+    let sum = |t: FloatTensor<B>| B::float_reshape(B::float_sum(t), Shape::new([1]));
+    let stats = B::float_cat(
+        vec![
+            sum(B::float_mul(a.clone(), b.clone())),
+            sum(B::float_mul(a.clone(), a.clone())),
+            sum(B::float_mul(b.clone(), b.clone())),
+        ],
+        0,
+    );
+    let values: Vec<f64> = burn::tensor::read_sync(B::float_into_data(stats)).ok().and_then(|d| d.try_into_vec_as::<f64>().ok()).unwrap_or_default();
+    match values.as_slice() {
+        [dot, na, nb] => [*dot, *na, *nb],
+        _ => [f64::NAN; 3],
+    }
+}
+
+impl<B: FeedbackBackend, C: CheckpointStrategy> FeedbackBackend for Autodiff<B, C> {
+    fn feedback_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: MaybeBias<Self>,
+        feedback: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        spec: BackwardSpec,
+    ) -> FloatTensor<Self> {
+        record::<B, C, ConvKind>(ConvKind(options), x, weight, bias.into_option(), feedback, spec)
+    }
+
+    fn feedback_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: MaybeBias<Self>,
+        feedback: FloatTensor<Self>,
+        spec: BackwardSpec,
+    ) -> FloatTensor<Self> {
+        record::<B, C, DenseKind>(DenseKind, x, weight, bias.into_option(), feedback, spec)
+    }
+}
+
+/// Runs the forward on the inner backend and, when anything is tracked, records the node.
+fn record<B: Backend, C: CheckpointStrategy, K: LayerKind>(
+    kind: K,
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    bias: Option<FloatTensor<Autodiff<B, C>>>,
+    feedback: FloatTensor<Autodiff<B, C>>,
+    spec: BackwardSpec,
+) -> FloatTensor<Autodiff<B, C>> {
+    let keep_output = matches!(spec.feedback_grad, FeedbackGrad::Local(l) if l.needs_output());
+    macro_rules! finish {
+        ($nodes:expr) => {
+            match FeedbackBackward::<K>(std::marker::PhantomData).prepare::<C>($nodes).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => {
+                    let (x, weight, feedback) = (x.into_primitive(), weight.into_primitive(), feedback.into_primitive());
+                    let bias = bias.map(|b| b.into_primitive());
+                    let out = kind.forward::<B>(x.clone(), weight.clone(), bias.clone());
+                    let output = keep_output.then(|| out.clone());
+                    prep.finish(FeedbackState { kind, x, weight, bias, feedback, output, spec }, out)
+                }
+                OpsKind::UnTracked(prep) => {
+                    let bias = bias.map(|b| b.into_primitive());
+                    prep.finish(kind.forward::<B>(x.into_primitive(), weight.into_primitive(), bias))
+                }
+            }
+        };
+    }
+    match &bias {
+        Some(b) => {
+            let nodes = [x.node(), weight.node(), b.node(), feedback.node()];
+            finish!(nodes)
+        }
+        None => {
+            let nodes = [x.node(), weight.node(), feedback.node()];
+            finish!(nodes)
+        }
+    }
+}
+
+/// `conv2d(x, weight, bias)` whose backward uses `feedback` for the input gradient.
+pub fn feedback_conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    feedback: Tensor<4>,
+    options: ConvOptions<2>,
+    spec: BackwardSpec,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FeedbackBackend>::feedback_conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        dispatch_bias(bias),
+        feedback.into_dispatch(),
+        options,
+        spec,
+    ))
+}
+
+/// `x · weight + bias` (`weight: [d_in, d_out]`) whose backward uses `feedback` for the input
+/// gradient.
+pub fn feedback_linear(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, feedback: Tensor<2>, spec: BackwardSpec) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as FeedbackBackend>::feedback_linear(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        dispatch_bias(bias),
+        feedback.into_dispatch(),
+        spec,
+    ))
+}
+
+fn dispatch_bias(bias: Option<Tensor<1>>) -> MaybeBias<Dispatch> {
+    match bias {
+        Some(b) => MaybeBias::Present(b.into_dispatch()),
+        None => MaybeBias::Absent,
+    }
+}

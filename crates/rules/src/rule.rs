@@ -1,0 +1,385 @@
+//! The `[rule]` section of a run config and the rule each layer ends up with.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ops::{FeedbackGrad, LocalLoss};
+
+/// The learning rules (names as in DESIGN.md and the papers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    /// δx = Wᵀδy.
+    #[default]
+    Backprop,
+    /// Lillicrap et al. 2016: B fixed and random.
+    FeedbackAlignment,
+    /// Liao et al. 2016, Xiao et al. 2018: B = magnitude ⊙ sign(W), see [`SignVariant`].
+    SignSymmetry,
+    /// Akrout et al. 2019: B gets δW; W and B share a decoupled weight decay.
+    KolenPollack,
+    /// Akrout et al. 2019 / Kunin et al. 2020: B ∝ E[y xᵀ] (Hebbian on the layer's own input or on noise).
+    WeightMirror,
+    /// Kunin et al. 2020: α·amp + β·null + γ·decay.
+    InformationAlignment,
+    /// Kunin et al. 2020: α·decay + β·self, fixed point B = W.
+    SymmetricAlignment,
+    /// Kunin et al. 2020: α·sparse + β·amp, B aligned to W.
+    ActivationAlignment,
+}
+
+impl RuleKind {
+    pub const ALL: [RuleKind; 8] = [
+        RuleKind::Backprop,
+        RuleKind::FeedbackAlignment,
+        RuleKind::SignSymmetry,
+        RuleKind::KolenPollack,
+        RuleKind::WeightMirror,
+        RuleKind::InformationAlignment,
+        RuleKind::SymmetricAlignment,
+        RuleKind::ActivationAlignment,
+    ];
+
+    /// The snake_case name used in configs and file names.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RuleKind::Backprop => "backprop",
+            RuleKind::FeedbackAlignment => "feedback_alignment",
+            RuleKind::SignSymmetry => "sign_symmetry",
+            RuleKind::KolenPollack => "kolen_pollack",
+            RuleKind::WeightMirror => "weight_mirror",
+            RuleKind::InformationAlignment => "information_alignment",
+            RuleKind::SymmetricAlignment => "symmetric_alignment",
+            RuleKind::ActivationAlignment => "activation_alignment",
+        }
+    }
+}
+
+/// Sign-symmetry variants (biotorch's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SignVariant {
+    /// Uniform sign-concordant: B = s·sign(W), s = the standard deviation of W's init.
+    #[default]
+    Usf,
+    /// Fixed random magnitude: B = |M| ⊙ sign(W), M drawn once like W's init.
+    Frsf,
+    /// Batchwise random magnitude: as frSF but M is redrawn every step.
+    Brsf,
+}
+
+/// Where weight mirror gets its presynaptic activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MirrorSource {
+    /// The layer's actual input, in the same backward pass (Kunin's local loss α·decay + β·amp).
+    #[default]
+    Data,
+    /// Akrout's mirror mode: white noise x̃ every `mirror_every` steps, y = W x̃,
+    /// B ← B + mirror_lr·(E[y x̃ᵀ]/σ² − mirror_decay·B).
+    Noise,
+}
+
+/// Which coefficient defaults apply when α, β, γ are not given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CoefficientScale {
+    /// Tuned here for digits / CIFAR-scale runs of a few thousand steps (see `default_coefficients`).
+    #[default]
+    Digits,
+    /// The values in Kunin et al.'s code (`params.py`), tuned for ImageNet.
+    Kunin2020,
+}
+
+/// Optimiser of the B parameter group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedbackOptimizer {
+    /// The same optimiser kind and settings as the weights (used by Kolen–Pollack regardless).
+    #[default]
+    Same,
+    Sgd,
+    Adam,
+}
+
+/// One per-layer override: layers named in `layers` use `kind` instead of the run's rule.
+/// Names are matched exactly, with a `*` wildcard, or `first` / `last` (the model's first and
+/// last feedback layers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleOverride {
+    pub layers: Vec<String>,
+    pub kind: RuleKind,
+}
+
+/// The `[rule]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleConfig {
+    pub kind: RuleKind,
+    /// Seed of B's initial draw (and of frSF / brSF magnitudes, mirror noise). Default: the run
+    /// seed + 1, so W and B are independent draws.
+    pub seed: Option<u64>,
+    /// Sign-symmetry variant.
+    pub variant: SignVariant,
+    /// Weight-mirror source.
+    pub source: MirrorSource,
+    /// Coefficients of the local loss (meaning per rule in DESIGN.md); `None` takes the default
+    /// of `coefficients`.
+    pub alpha: Option<f32>,
+    pub beta: Option<f32>,
+    pub gamma: Option<f32>,
+    pub coefficients: CoefficientScale,
+    /// Weight mirror with `source = "noise"`.
+    pub noise_std: f32,
+    pub mirror_lr: f32,
+    pub mirror_decay: f32,
+    pub mirror_every: usize,
+    pub mirror_batch: usize,
+    /// B's parameter group: learning rate (default: the weights' learning rate), decoupled weight
+    /// decay (default: none; Kolen–Pollack always uses the weights' decay) and optimiser.
+    pub b_lr: Option<f64>,
+    pub b_weight_decay: Option<f64>,
+    pub b_optimizer: FeedbackOptimizer,
+    /// Per-layer exceptions, e.g. `[{ layers = ["last"], kind = "backprop" }]`.
+    pub overrides: Vec<RuleOverride>,
+}
+
+impl Default for RuleConfig {
+    fn default() -> Self {
+        Self {
+            kind: RuleKind::Backprop,
+            seed: None,
+            variant: SignVariant::Usf,
+            source: MirrorSource::Data,
+            alpha: None,
+            beta: None,
+            gamma: None,
+            coefficients: CoefficientScale::Digits,
+            noise_std: 1.0,
+            mirror_lr: 0.05,
+            mirror_decay: 1.0,
+            mirror_every: 1,
+            mirror_batch: 32,
+            b_lr: None,
+            b_weight_decay: None,
+            b_optimizer: FeedbackOptimizer::Same,
+            overrides: Vec::new(),
+        }
+    }
+}
+
+/// `(α, β, γ)` defaults per rule and scale.
+///
+/// | rule | Kunin 2020 (ImageNet) | digits scale | fixed point |
+/// |---|---|---|---|
+/// | weight_mirror α·decay + β·amp | 1e-3, 1e-3 | 0.5, 0.5 | B = (β/2α) W E[xxᵀ] (∝ W for white inputs) |
+/// | information_alignment α·amp + β·null + γ·decay | 2e-3, 1e-3, 1e-3 | 1.0, 0.5, 0.5 | — |
+/// | symmetric_alignment α·decay + β·self | 1e-3, 2e-3 | 0.5, 1.0 | B = (β/2α) W = W |
+/// | activation_alignment α·sparse + β·amp | 1e-3, 2e-3 | 0.5, 1.0 | B = (β/2α) W = W |
+///
+/// The digits values keep Kunin's ratios (so the fixed points are the same) and scale them so
+/// that, with B's own learning rate, B aligns within a few hundred steps instead of the
+/// hundreds of thousands of an ImageNet run.
+pub fn default_coefficients(kind: RuleKind, scale: CoefficientScale) -> (f32, f32, f32) {
+    use CoefficientScale::*;
+    use RuleKind::*;
+    match (kind, scale) {
+        (WeightMirror, Kunin2020) => (1e-3, 1e-3, 0.0),
+        (WeightMirror, Digits) => (0.5, 0.5, 0.0),
+        (InformationAlignment, Kunin2020) => (2e-3, 1e-3, 1e-3),
+        (InformationAlignment, Digits) => (1.0, 0.5, 0.5),
+        (SymmetricAlignment | ActivationAlignment, Kunin2020) => (1e-3, 2e-3, 0.0),
+        (SymmetricAlignment | ActivationAlignment, Digits) => (0.5, 1.0, 0.0),
+        _ => (0.0, 0.0, 0.0),
+    }
+}
+
+/// A layer's resolved rule, carried by the layer itself.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub enum LayerRule {
+    #[default]
+    Backprop,
+    FeedbackAlignment,
+    SignSymmetry(SignVariant),
+    KolenPollack,
+    WeightMirror { alpha: f32, beta: f32, source: MirrorSource },
+    InformationAlignment { alpha: f32, beta: f32, gamma: f32 },
+    SymmetricAlignment { alpha: f32, beta: f32 },
+    ActivationAlignment { alpha: f32, beta: f32 },
+}
+
+impl LayerRule {
+    pub fn kind(&self) -> RuleKind {
+        match self {
+            LayerRule::Backprop => RuleKind::Backprop,
+            LayerRule::FeedbackAlignment => RuleKind::FeedbackAlignment,
+            LayerRule::SignSymmetry(_) => RuleKind::SignSymmetry,
+            LayerRule::KolenPollack => RuleKind::KolenPollack,
+            LayerRule::WeightMirror { .. } => RuleKind::WeightMirror,
+            LayerRule::InformationAlignment { .. } => RuleKind::InformationAlignment,
+            LayerRule::SymmetricAlignment { .. } => RuleKind::SymmetricAlignment,
+            LayerRule::ActivationAlignment { .. } => RuleKind::ActivationAlignment,
+        }
+    }
+
+    /// The gradient the op registers for B.
+    pub fn feedback_grad(&self) -> FeedbackGrad {
+        let local = |l: LocalLoss| FeedbackGrad::Local(l);
+        match *self {
+            LayerRule::Backprop | LayerRule::FeedbackAlignment | LayerRule::SignSymmetry(_) => FeedbackGrad::None,
+            LayerRule::WeightMirror { source: MirrorSource::Noise, .. } => FeedbackGrad::None,
+            LayerRule::KolenPollack => FeedbackGrad::WeightGrad,
+            LayerRule::WeightMirror { alpha, beta, source: MirrorSource::Data } => local(LocalLoss { decay: alpha, amp: beta, ..Default::default() }),
+            LayerRule::InformationAlignment { alpha, beta, gamma } => local(LocalLoss { amp: alpha, null: beta, decay: gamma, ..Default::default() }),
+            LayerRule::SymmetricAlignment { alpha, beta } => local(LocalLoss { decay: alpha, self_align: beta, ..Default::default() }),
+            LayerRule::ActivationAlignment { alpha, beta } => local(LocalLoss { sparse: alpha, amp: beta, ..Default::default() }),
+        }
+    }
+
+    /// Whether the layer stores B as a parameter of its own (drawn at init, saved in checkpoints).
+    pub fn stores_feedback(&self) -> bool {
+        !matches!(self, LayerRule::Backprop | LayerRule::SignSymmetry(_))
+    }
+
+    /// Whether B learns from Akrout's mirror step on noise (outside the optimiser).
+    pub fn mirrors_noise(&self) -> bool {
+        matches!(self, LayerRule::WeightMirror { source: MirrorSource::Noise, .. })
+    }
+
+    /// Whether B receives a gradient through the optimiser.
+    pub fn trains_feedback(&self) -> bool {
+        self.feedback_grad() != FeedbackGrad::None
+    }
+}
+
+/// Where a layer sits, for resolving `first` / `last` overrides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerPosition {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl RuleConfig {
+    /// The rule of the layer called `name` at `position`.
+    pub fn layer_rule(&self, name: &str, position: LayerPosition) -> LayerRule {
+        let kind = self
+            .overrides
+            .iter()
+            .rev()
+            .find(|o| o.layers.iter().any(|pattern| layer_matches(pattern, name, position)))
+            .map_or(self.kind, |o| o.kind);
+        self.rule_of_kind(kind)
+    }
+
+    /// The run's coefficients applied to `kind`.
+    pub fn rule_of_kind(&self, kind: RuleKind) -> LayerRule {
+        let (a, b, g) = default_coefficients(kind, self.coefficients);
+        let (alpha, beta, gamma) = (self.alpha.unwrap_or(a), self.beta.unwrap_or(b), self.gamma.unwrap_or(g));
+        match kind {
+            RuleKind::Backprop => LayerRule::Backprop,
+            RuleKind::FeedbackAlignment => LayerRule::FeedbackAlignment,
+            RuleKind::SignSymmetry => LayerRule::SignSymmetry(self.variant),
+            RuleKind::KolenPollack => LayerRule::KolenPollack,
+            RuleKind::WeightMirror => LayerRule::WeightMirror { alpha, beta, source: self.source },
+            RuleKind::InformationAlignment => LayerRule::InformationAlignment { alpha, beta, gamma },
+            RuleKind::SymmetricAlignment => LayerRule::SymmetricAlignment { alpha, beta },
+            RuleKind::ActivationAlignment => LayerRule::ActivationAlignment { alpha, beta },
+        }
+    }
+
+    /// Range checks; messages name the key.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, v) in [("alpha", self.alpha), ("beta", self.beta), ("gamma", self.gamma)] {
+            if let Some(v) = v
+                && !(v.is_finite() && v >= 0.0)
+            {
+                return Err(format!("rule.{key} = {v} must be a finite number ≥ 0"));
+            }
+        }
+        if !(self.noise_std > 0.0 && self.noise_std.is_finite()) {
+            return Err(format!("rule.noise_std = {} must be > 0", self.noise_std));
+        }
+        if !(self.mirror_lr >= 0.0 && self.mirror_lr.is_finite()) || !(self.mirror_decay >= 0.0 && self.mirror_decay.is_finite()) {
+            return Err("rule.mirror_lr and rule.mirror_decay must be finite and ≥ 0".into());
+        }
+        if self.mirror_every == 0 || self.mirror_batch == 0 {
+            return Err("rule.mirror_every and rule.mirror_batch must be ≥ 1".into());
+        }
+        if let Some(lr) = self.b_lr
+            && !(lr >= 0.0 && lr.is_finite())
+        {
+            return Err(format!("rule.b_lr = {lr} must be ≥ 0"));
+        }
+        if let Some(wd) = self.b_weight_decay
+            && !(wd >= 0.0 && wd.is_finite())
+        {
+            return Err(format!("rule.b_weight_decay = {wd} must be ≥ 0"));
+        }
+        for (i, o) in self.overrides.iter().enumerate() {
+            if o.layers.is_empty() {
+                return Err(format!("rule.overrides[{i}].layers is empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn layer_matches(pattern: &str, name: &str, position: LayerPosition) -> bool {
+    match pattern {
+        "first" => position.index == 0,
+        "last" => position.index + 1 == position.count,
+        _ => match pattern.split_once('*') {
+            Some((prefix, suffix)) => name.len() >= prefix.len() + suffix.len() && name.starts_with(prefix) && name.ends_with(suffix),
+            None => pattern == name,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_match_names_wildcards_and_positions() {
+        let cfg = RuleConfig {
+            kind: RuleKind::FeedbackAlignment,
+            overrides: vec![
+                RuleOverride { layers: vec!["last".into()], kind: RuleKind::Backprop },
+                RuleOverride { layers: vec!["block*.conv2".into()], kind: RuleKind::KolenPollack },
+            ],
+            ..Default::default()
+        };
+        let at = |index| LayerPosition { index, count: 4 };
+        assert_eq!(cfg.layer_rule("conv1", at(0)), LayerRule::FeedbackAlignment);
+        assert_eq!(cfg.layer_rule("block3.conv2", at(1)), LayerRule::KolenPollack);
+        assert_eq!(cfg.layer_rule("block3.conv1", at(2)), LayerRule::FeedbackAlignment);
+        assert_eq!(cfg.layer_rule("fc", at(3)), LayerRule::Backprop);
+    }
+
+    #[test]
+    fn coefficients_map_to_the_published_loss_terms() {
+        let cfg = RuleConfig { kind: RuleKind::InformationAlignment, alpha: Some(2.0), coefficients: CoefficientScale::Kunin2020, ..Default::default() };
+        match cfg.rule_of_kind(RuleKind::InformationAlignment).feedback_grad() {
+            FeedbackGrad::Local(l) => assert_eq!((l.amp, l.null, l.decay), (2.0, 1e-3, 1e-3)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(LayerRule::KolenPollack.feedback_grad(), FeedbackGrad::WeightGrad);
+        assert!(!LayerRule::FeedbackAlignment.trains_feedback() && LayerRule::FeedbackAlignment.stores_feedback());
+        assert!(!LayerRule::SignSymmetry(SignVariant::Usf).stores_feedback());
+    }
+
+    #[test]
+    fn digits_defaults_keep_kunins_fixed_points() {
+        for kind in [RuleKind::WeightMirror, RuleKind::SymmetricAlignment, RuleKind::ActivationAlignment] {
+            let (k_a, k_b, _) = default_coefficients(kind, CoefficientScale::Kunin2020);
+            let (d_a, d_b, _) = default_coefficients(kind, CoefficientScale::Digits);
+            assert!((k_b / (2.0 * k_a) - d_b / (2.0 * d_a)).abs() < 1e-6, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<RuleConfig>("kind = \"feedback_alignment\"\nalpah = 1.0").unwrap_err().to_string();
+        assert!(err.contains("alpah"), "{err}");
+    }
+}

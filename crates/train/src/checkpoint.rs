@@ -1,0 +1,84 @@
+//! Checkpoints: one safetensors file holding the model (W, B, norms and their running
+//! statistics), the optimiser state, and JSON metadata (step, elapsed time, optimiser step
+//! counts). The loader position is the step itself: batches are a function of it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use burn::module::Module;
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+use crate::optim::{Optimizer, ParamState};
+use crate::store::{HostTensor, from_safetensors, load_module_tensors, module_tensors, to_safetensors, write_atomic};
+
+const MODEL: &str = "model.";
+const OPTIM: &str = "optim.";
+
+/// What a checkpoint records besides tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub format: u32,
+    /// Completed optimiser steps.
+    pub step: usize,
+    /// Training seconds spent up to `step` (across resumes).
+    pub wall_seconds: f64,
+    /// Per-parameter optimiser step counts.
+    pub optimizer_steps: BTreeMap<String, u64>,
+    /// The rule, for readers that only look at metadata.
+    pub rule: String,
+}
+
+/// Writes a checkpoint atomically.
+pub fn save<M: Module>(path: &Path, model: &M, optimizer: &Optimizer, meta: &CheckpointMeta) -> Result<()> {
+    let mut tensors: BTreeMap<String, HostTensor> = module_tensors(model).into_iter().map(|(k, v)| (format!("{MODEL}{k}"), v)).collect();
+    for (path, state) in &optimizer.state {
+        for (i, slot) in state.slots.iter().enumerate() {
+            tensors.insert(format!("{OPTIM}{path}.{i}"), HostTensor::from_tensor(slot.clone()));
+        }
+    }
+    let meta = CheckpointMeta { optimizer_steps: optimizer.state.iter().map(|(k, s)| (k.clone(), s.steps)).collect(), ..meta.clone() };
+    let metadata = HashMap::from([("plastic".to_string(), serde_json::to_string(&meta).expect("plain data"))]);
+    write_atomic(path, &to_safetensors(&tensors, metadata))
+}
+
+/// Reads a checkpoint into `model` and `optimizer` (whose settings are kept; only state is
+/// replaced). Optimiser slots are put on `device`.
+pub fn load<M: Module>(path: &Path, model: M, optimizer: &mut Optimizer, device: &Device) -> Result<(M, CheckpointMeta)> {
+    let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+    let (tensors, metadata) = from_safetensors(&bytes, path)?;
+    let meta: CheckpointMeta = metadata
+        .get("plastic")
+        .and_then(|m| serde_json::from_str(m).ok())
+        .ok_or_else(|| TrainError::Checkpoint { path: path.into(), message: "no plastic metadata (not a plastic checkpoint?)".into() })?;
+    let (mut model_tensors, mut optim_tensors) = (BTreeMap::new(), BTreeMap::new());
+    for (k, v) in tensors {
+        if let Some(rest) = k.strip_prefix(MODEL) {
+            model_tensors.insert(rest.to_string(), v);
+        } else if let Some(rest) = k.strip_prefix(OPTIM) {
+            optim_tensors.insert(rest.to_string(), v);
+        }
+    }
+    let model = load_module_tensors(model, &model_tensors, path)?;
+    let inner = device.clone().without_autodiff();
+    optimizer.state.clear();
+    for (param, &steps) in &meta.optimizer_steps {
+        let slots = (0..)
+            .map_while(|i| optim_tensors.get(&format!("{param}.{i}")))
+            .map(|t| t.to_tensor::<1>(&inner))
+            .collect();
+        optimizer.state.insert(param.clone(), ParamState { steps, slots });
+    }
+    Ok((model, meta))
+}
+
+/// Reads only the metadata of a checkpoint.
+pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
+    let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+    let (_, metadata) = from_safetensors(&bytes, path)?;
+    metadata
+        .get("plastic")
+        .and_then(|m| serde_json::from_str(m).ok())
+        .ok_or_else(|| TrainError::Checkpoint { path: path.into(), message: "no plastic metadata".into() })
+}

@@ -1,0 +1,368 @@
+//! A run is described by one TOML file: `[model]`, `[data]`, `[train]`, `[rule]`. Every key
+//! has a documented default; unknown keys and out-of-range values are errors that name the
+//! key's path.
+
+use std::path::Path;
+
+use plastic_cnn::CnnConfig;
+use plastic_data::DataConfig;
+use plastic_rules::{RuleConfig, RuleKind};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+
+/// The whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Name of the run directory under `--out` (default `runs/`).
+    pub name: String,
+    /// Seed of the weights, the batch order and every per-step draw.
+    pub seed: u64,
+    pub model: ModelConfig,
+    pub data: DataConfig,
+    pub train: TrainConfig,
+    pub rule: RuleConfig,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self { name: "run".into(), seed: 0, model: ModelConfig::default(), data: DataConfig::default(), train: TrainConfig::default(), rule: RuleConfig::default() }
+    }
+}
+
+/// The `[model]` section: a zoo CNN (the keys of [`CnnConfig`]) or, with `kind = "convrnn"`,
+/// a ConvRNN described in `[model.convrnn]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub kind: ModelKind,
+    pub width: f64,
+    pub channels: Vec<usize>,
+    pub hidden: Vec<usize>,
+    pub batch_norm: bool,
+    pub lrn: bool,
+    pub dropout: Option<f64>,
+    pub stem: plastic_cnn::Stem,
+    pub init: plastic_rules::WeightInit,
+}
+
+/// Zoo CNNs and the ConvRNN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    Mlp,
+    #[default]
+    Convnet,
+    Knet4,
+    Knet5,
+    Alexnet,
+    Resnet18,
+    Resnet34,
+    Resnet18v2,
+    Resnet34v2,
+    Shallownet,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        let c = CnnConfig::default();
+        Self {
+            kind: ModelKind::Convnet,
+            width: c.width,
+            channels: c.channels,
+            hidden: c.hidden,
+            batch_norm: c.batch_norm,
+            lrn: c.lrn,
+            dropout: c.dropout,
+            stem: c.stem,
+            init: c.init,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The CNN configuration.
+    pub fn cnn(&self) -> Option<CnnConfig> {
+        use plastic_cnn::CnnKind as K;
+        let kind = match self.kind {
+            ModelKind::Mlp => K::Mlp,
+            ModelKind::Convnet => K::Convnet,
+            ModelKind::Knet4 => K::Knet4,
+            ModelKind::Knet5 => K::Knet5,
+            ModelKind::Alexnet => K::Alexnet,
+            ModelKind::Resnet18 => K::Resnet18,
+            ModelKind::Resnet34 => K::Resnet34,
+            ModelKind::Resnet18v2 => K::Resnet18v2,
+            ModelKind::Resnet34v2 => K::Resnet34v2,
+            ModelKind::Shallownet => K::Shallownet,
+        };
+        Some(CnnConfig {
+            kind,
+            width: self.width,
+            channels: self.channels.clone(),
+            hidden: self.hidden.clone(),
+            batch_norm: self.batch_norm,
+            lrn: self.lrn,
+            dropout: self.dropout,
+            stem: self.stem,
+            init: self.init,
+        })
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        self.cnn().expect("a CNN kind").validate()
+    }
+}
+
+/// Optimisers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    /// SGD with (optionally Nesterov) momentum, PyTorch's update (no dampening).
+    #[default]
+    Sgd,
+    /// Adam (Kingma & Ba); with `decoupled_weight_decay` it is AdamW.
+    Adam,
+}
+
+/// Learning-rate schedules (after the linear warm-up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleKind {
+    #[default]
+    Constant,
+    /// Multiply by `gamma` every `decay_every` steps.
+    Step,
+    /// Cosine from `lr` to `min_lr` over the run.
+    Cosine,
+}
+
+/// The `[train]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Optimiser steps (batches). When 0, `epochs` decides.
+    pub steps: usize,
+    /// Passes over the training split, used when `steps` is 0.
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub epsilon: f64,
+    /// L2 penalty on the weights (not on B, biases or norms).
+    pub weight_decay: f64,
+    /// Apply `weight_decay` as `w ← w − lr·λ·w` (AdamW style) instead of adding λw to the gradient.
+    pub decoupled_weight_decay: bool,
+    pub schedule: ScheduleKind,
+    pub warmup_steps: usize,
+    pub decay_every: usize,
+    pub gamma: f64,
+    pub min_lr: f64,
+    /// Clip the global gradient norm to this value; 0 turns clipping off.
+    pub grad_clip: f64,
+    /// Write a `metrics.jsonl` line (and alignment angles) every this many steps.
+    pub log_every: usize,
+    /// Evaluate on the validation split every this many steps (0: at the end only).
+    pub eval_every: usize,
+    /// Checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: usize,
+    /// Keep this many step checkpoints (the final one is always kept).
+    pub keep_checkpoints: usize,
+    /// Measure `true_grad_angle` (a second, backprop backward) every this many steps (0: never).
+    pub true_grad_every: usize,
+    pub eval_batch_size: usize,
+    /// CPU threads for the flex backend (0: all cores).
+    pub threads: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 0,
+            epochs: 10,
+            batch_size: 64,
+            optimizer: OptimizerKind::Sgd,
+            lr: 0.05,
+            momentum: 0.9,
+            nesterov: false,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            weight_decay: 0.0,
+            decoupled_weight_decay: false,
+            schedule: ScheduleKind::Constant,
+            warmup_steps: 0,
+            decay_every: 1000,
+            gamma: 0.1,
+            min_lr: 0.0,
+            grad_clip: 0.0,
+            log_every: 20,
+            eval_every: 0,
+            checkpoint_every: 500,
+            keep_checkpoints: 2,
+            true_grad_every: 100,
+            eval_batch_size: 256,
+            threads: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let positive = |key: &str, v: f64| if v > 0.0 && v.is_finite() { Ok(()) } else { Err(format!("train.{key} = {v} must be > 0")) };
+        let non_negative = |key: &str, v: f64| if v >= 0.0 && v.is_finite() { Ok(()) } else { Err(format!("train.{key} = {v} must be ≥ 0")) };
+        if self.steps == 0 && self.epochs == 0 {
+            return Err("train.steps and train.epochs are both 0: nothing to train".into());
+        }
+        if self.batch_size == 0 || self.eval_batch_size == 0 {
+            return Err("train.batch_size and train.eval_batch_size must be ≥ 1".into());
+        }
+        positive("lr", self.lr)?;
+        non_negative("weight_decay", self.weight_decay)?;
+        non_negative("min_lr", self.min_lr)?;
+        non_negative("grad_clip", self.grad_clip)?;
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(format!("train.momentum = {} must be in [0, 1)", self.momentum));
+        }
+        for (key, v) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(format!("train.{key} = {v} must be in [0, 1)"));
+            }
+        }
+        positive("epsilon", self.epsilon)?;
+        positive("gamma", self.gamma)?;
+        if self.schedule == ScheduleKind::Step && self.decay_every == 0 {
+            return Err("train.decay_every must be ≥ 1 with schedule = \"step\"".into());
+        }
+        if self.log_every == 0 {
+            return Err("train.log_every must be ≥ 1".into());
+        }
+        if self.keep_checkpoints == 0 {
+            return Err("train.keep_checkpoints must be ≥ 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl RunConfig {
+    /// Reads `path`, applies `overrides` (`section.key=value`, the value in TOML syntax or a
+    /// bare string), and validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::Config(format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&text, overrides).map_err(|e| match e {
+            TrainError::Config(m) => TrainError::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Parses TOML text (see [`RunConfig::load`]).
+    pub fn parse(text: &str, overrides: &[String]) -> Result<Self> {
+        let mut value: toml::Table = toml::from_str(text).map_err(|e| TrainError::Config(one_line(&e.to_string())))?;
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        let de = toml::Value::Table(value);
+        let config: RunConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            TrainError::Config(format!("{}: {}", if path == "." { "config".into() } else { path }, one_line(&e.inner().to_string())))
+        })?;
+        config.validate().map_err(TrainError::Config)?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name == "." || self.name == ".." {
+            return Err(format!("name = {:?} must be a plain directory name", self.name));
+        }
+        self.model.validate()?;
+        self.data.validate()?;
+        self.train.validate()?;
+        self.rule.validate()?;
+        if self.rule.kind == RuleKind::KolenPollack && self.train.weight_decay <= 0.0 {
+            return Err("rule.kind = \"kolen_pollack\" needs train.weight_decay > 0 (it is what makes B − W decay)".into());
+        }
+        Ok(())
+    }
+
+    /// The resolved config as TOML (what is saved as `config.toml` in the run directory).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a RunConfig always serialises")
+    }
+}
+
+/// Sets `a.b.c = value` in a TOML table.
+fn apply_override(table: &mut toml::Table, spec: &str) -> Result<()> {
+    let (key, raw) = spec.split_once('=').ok_or_else(|| TrainError::Config(format!("--set {spec:?}: expected section.key=value")))?;
+    let key = key.trim();
+    let value = parse_value(raw.trim());
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(TrainError::Config(format!("--set {spec:?}: empty key")));
+    }
+    let mut t = table;
+    for p in &parts[..parts.len() - 1] {
+        let entry = t.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        t = entry.as_table_mut().ok_or_else(|| TrainError::Config(format!("--set {key}: {p} is not a table")))?;
+    }
+    t.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+/// A TOML value, or the raw text as a string (so `--set data.kind=cifar10` needs no quotes).
+fn parse_value(raw: &str) -> toml::Value {
+    let wrapped = format!("v = {raw}");
+    toml::from_str::<toml::Table>(&wrapped).ok().and_then(|mut t| t.remove("v")).unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_the_documented_default() {
+        assert_eq!(RunConfig::parse("", &[]).unwrap(), RunConfig::default());
+    }
+
+    #[test]
+    fn saved_config_reads_back_identically() {
+        let c = RunConfig::parse("[rule]\nkind = \"weight_mirror\"\n[train]\nsteps = 3", &[]).unwrap();
+        assert_eq!(RunConfig::parse(&c.to_toml(), &[]).unwrap(), c);
+    }
+
+    #[test]
+    fn unknown_keys_name_their_path() {
+        let err = RunConfig::parse("[train]\nlearning_rate = 0.1", &[]).unwrap_err().to_string();
+        assert!(err.contains("train") && err.contains("learning_rate"), "{err}");
+        let err = RunConfig::parse("[train]\nlr = \"fast\"", &[]).unwrap_err().to_string();
+        assert!(err.contains("train.lr"), "{err}");
+        let err = RunConfig::parse("[model]\nkind = \"vgg\"", &[]).unwrap_err().to_string();
+        assert!(err.contains("model.kind") && err.contains("vgg"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_key() {
+        let err = RunConfig::parse("[train]\nlr = -1.0", &[]).unwrap_err().to_string();
+        assert!(err.contains("train.lr"), "{err}");
+        let err = RunConfig::parse("[rule]\nkind = \"kolen_pollack\"", &[]).unwrap_err().to_string();
+        assert!(err.contains("weight_decay"), "{err}");
+    }
+
+    #[test]
+    fn set_overrides_nested_keys_with_typed_or_bare_values() {
+        let c = RunConfig::parse("", &["train.lr=0.2".into(), "data.kind=synthetic".into(), "rule.kind=feedback_alignment".into(), "model.hidden=[5, 6]".into()]).unwrap();
+        assert_eq!(c.train.lr, 0.2);
+        assert_eq!(c.data.kind, plastic_data::DataKind::Synthetic);
+        assert_eq!(c.rule.kind, RuleKind::FeedbackAlignment);
+        assert_eq!(c.model.hidden, vec![5, 6]);
+        assert!(RunConfig::parse("", &["train.lr".into()]).is_err());
+    }
+}

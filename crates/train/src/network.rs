@@ -1,0 +1,118 @@
+//! The model of a run: a zoo CNN or a ConvRNN, behind one interface for the loop.
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::tensor::{Device, Int, Tensor};
+use plastic_cnn::{Cnn, LayerSummary};
+use plastic_rules::{FeedbackLayer, FeedbackNetwork};
+
+use crate::config::RunConfig;
+use crate::error::{Result, TrainError};
+
+/// A network of any kind the config can describe.
+#[derive(Module, Debug)]
+pub enum Network {
+    Cnn(Cnn),
+}
+
+/// What a forward pass gives the loop.
+#[derive(Debug, Clone)]
+pub struct NetworkOutput {
+    /// Logits entering the loss (one tensor for a CNN; one per loss step for a ConvRNN).
+    pub loss_logits: Vec<Tensor<2>>,
+    /// The readout's logits, `[batch, classes]`.
+    pub logits: Tensor<2>,
+}
+
+impl Network {
+    /// Builds the model of `config` for inputs `[c, h, w]` and `classes` outputs. W is drawn
+    /// from the run seed, B from the rule seed (default: run seed + 1).
+    pub fn build(config: &RunConfig, input: [usize; 3], classes: usize, device: &Device) -> Result<Self> {
+        let seeds = (config.seed, config.rule.seed.unwrap_or(config.seed.wrapping_add(1)));
+        let cnn = config.model.cnn().expect("every model kind is a CNN");
+        cnn.init(input, classes, &config.rule, seeds, device).map(Network::Cnn).map_err(TrainError::Model)
+    }
+
+    pub fn forward(&self, images: Tensor<4>) -> NetworkOutput {
+        match self {
+            Network::Cnn(m) => {
+                let logits = m.forward(images);
+                NetworkOutput { loss_logits: vec![logits.clone()], logits }
+            }
+        }
+    }
+
+    /// Mean cross-entropy over the loss logits.
+    pub fn loss(output: &NetworkOutput, targets: Tensor<1, Int>) -> Tensor<1> {
+        let ce = CrossEntropyLossConfig::new().init(&targets.device());
+        let n = output.loss_logits.len() as f64;
+        let mut total: Option<Tensor<1>> = None;
+        for l in &output.loss_logits {
+            let loss = ce.forward(l.clone(), targets.clone());
+            total = Some(match total {
+                Some(t) => t + loss,
+                None => loss,
+            });
+        }
+        total.expect("at least one loss step") / n
+    }
+
+    /// Feedback layers with output shapes and parameter counts.
+    pub fn summary(&self) -> Vec<LayerSummary> {
+        match self {
+            Network::Cnn(m) => m.summary.clone(),
+        }
+    }
+
+    /// Output units of all feedback layers.
+    pub fn units(&self) -> usize {
+        match self {
+            Network::Cnn(m) => m.units(),
+        }
+    }
+}
+
+impl FeedbackNetwork for Network {
+    fn feedback_layers(&self) -> Vec<(String, &dyn FeedbackLayer)> {
+        match self {
+            Network::Cnn(m) => m.feedback_layers(),
+        }
+    }
+
+    fn feedback_layers_mut(&mut self) -> Vec<(String, &mut dyn FeedbackLayer)> {
+        match self {
+            Network::Cnn(m) => m.feedback_layers_mut(),
+        }
+    }
+}
+
+/// Parameter counts of a model: `(forward, feedback)`. Forward parameters are what a
+/// PyTorch user would count (W, biases, norm scales and shifts); feedback parameters are the
+/// stored B and sign-symmetry magnitudes. BatchNorm running statistics are in neither.
+pub fn parameter_counts<M: Module>(model: &M) -> (usize, usize) {
+    use burn::module::{ModuleVisitor, Param};
+    struct Count {
+        path: Vec<String>,
+        forward: usize,
+        feedback: usize,
+    }
+    impl ModuleVisitor for Count {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let n = param.shape().num_elements();
+            match self.path.last().map(String::as_str) {
+                Some("feedback" | "magnitude") => self.feedback += n,
+                Some("running_mean" | "running_var") => {}
+                _ => self.forward += n,
+            }
+        }
+    }
+    let mut c = Count { path: Vec::new(), forward: 0, feedback: 0 };
+    model.visit(&mut c);
+    (c.forward, c.feedback)
+}
