@@ -48,6 +48,30 @@ enum Command {
         #[arg(long, default_value = "runs")]
         out: PathBuf,
     },
+    /// Re-evaluate a run's checkpoint on a split.
+    Eval {
+        /// The run directory (runs/<name>).
+        #[arg(long)]
+        run: PathBuf,
+        /// A checkpoint file (default: the run's latest).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// test, validation or train.
+        #[arg(long, default_value = "test")]
+        split: String,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceChoice,
+    },
+    /// Export a run's weights to safetensors with PyTorch names and layouts.
+    Export {
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Output file (default: runs/<name>/model.safetensors).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// Print a model's layers, parameter count and unit count.
     Inspect {
         #[command(flatten)]
@@ -82,6 +106,31 @@ fn run(cli: Cli) -> Result<(), TrainError> {
             plastic_train::train(&config, &splits, &options, &mut ProgressReporter::new())?;
             Ok(())
         }
+        Command::Eval { run, checkpoint, split, device } => {
+            let device = select(device)?;
+            let loaded = plastic_train::checkpoint::load_run(&RunDir::new(&run), checkpoint.as_deref(), &device.device)?;
+            let set = match split.as_str() {
+                "test" => &loaded.splits.test,
+                "validation" => &loaded.splits.validation,
+                "train" => &*loaded.splits.train,
+                other => return Err(TrainError::Config(format!("--split {other:?}: expected test, validation or train"))),
+            };
+            let r = plastic_train::eval::evaluate(&loaded.model, set, &loaded.splits.normalization, loaded.config.train.eval_batch_size, &device.device);
+            let line = serde_json::json!({
+                "run": run.display().to_string(), "checkpoint": loaded.checkpoint.display().to_string(), "step": loaded.step,
+                "split": split, "examples": r.examples, "loss": r.loss, "accuracy": r.accuracy, "top5": r.top5,
+            });
+            println!("{line}");
+            Ok(())
+        }
+        Command::Export { run, checkpoint, output } => {
+            let dir = RunDir::new(&run);
+            let loaded = plastic_train::checkpoint::load_run(&dir, checkpoint.as_deref(), &burn::tensor::Device::flex())?;
+            let output = output.unwrap_or_else(|| dir.root.join("model.safetensors"));
+            plastic_train::export::export_safetensors(&loaded.model, &output)?;
+            eprintln!("wrote {} (step {})", output.display(), loaded.step);
+            Ok(())
+        }
         Command::Inspect { config } => {
             let config = load_config(&config)?;
             let splits = plastic_data::open(&config.data)?;
@@ -109,7 +158,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // One line, whatever the underlying library put in its message.
+            let message = e.to_string();
+            let message: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            eprintln!("error: {}", message.join(" "));
             ExitCode::from(2)
         }
     }

@@ -359,7 +359,7 @@ mod tests {
 
     #[test]
     fn too_small_inputs_are_reported_not_panicked() {
-        let err = CnnConfig { kind: CnnKind::Knet4, ..Default::default() }.init([1, 2, 2], 10, &RuleConfig::default(), (0, 1), &Device::flex()).unwrap_err();
+        let err = CnnConfig { kind: CnnKind::Alexnet, ..Default::default() }.init([3, 8, 8], 10, &RuleConfig::default(), (0, 1), &Device::flex()).unwrap_err();
         assert!(err.contains("too small"), "{err}");
     }
 }

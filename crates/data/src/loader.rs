@@ -101,7 +101,7 @@ impl TrainLoader {
                 }
             }));
         }
-        BatchStream { receivers, handles, next: start }
+        BatchStream { receivers, handles, start, next: start }
     }
 }
 
@@ -109,6 +109,7 @@ impl TrainLoader {
 pub struct BatchStream {
     receivers: Vec<Receiver<Batch>>,
     handles: Vec<JoinHandle<()>>,
+    start: usize,
     next: usize,
 }
 
@@ -123,8 +124,8 @@ impl Iterator for BatchStream {
     type Item = Batch;
 
     fn next(&mut self) -> Option<Batch> {
-        let worker = self.next % self.receivers.len();
-        // The stream starts at `next`; worker w produced start + w, start + w + W, …
+        // Worker w produces start + w, start + w + W, …
+        let worker = (self.next - self.start) % self.receivers.len();
         let batch = self.receivers[worker].recv().ok()?;
         self.next += 1;
         Some(batch)

@@ -142,6 +142,10 @@ impl FeedbackLayer for FeedbackConv2d {
         &self.tap
     }
 
+    fn weight_id(&self) -> burn::module::ParamId {
+        self.weight.id
+    }
+
     fn weight_flat(&self) -> Tensor<1> {
         self.weight.val().inner().flatten(0, 3)
     }

@@ -11,6 +11,8 @@ use crate::tap::{LayerTap, angle_degrees};
 pub trait FeedbackLayer {
     fn rule(&self) -> LayerRule;
     fn tap(&self) -> &LayerTap;
+    /// The id of W, to find the layer among a module's parameters.
+    fn weight_id(&self) -> burn::module::ParamId;
     /// W, flattened, without autodiff.
     fn weight_flat(&self) -> Tensor<1>;
     /// The B the backward uses at this step, flattened, without autodiff (W itself for backprop).

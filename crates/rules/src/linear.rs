@@ -102,6 +102,10 @@ impl FeedbackLayer for FeedbackLinear {
         &self.tap
     }
 
+    fn weight_id(&self) -> burn::module::ParamId {
+        self.weight.id
+    }
+
     fn weight_flat(&self) -> Tensor<1> {
         self.weight.val().inner().flatten(0, 1)
     }

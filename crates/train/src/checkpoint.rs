@@ -82,3 +82,29 @@ pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
         .and_then(|m| serde_json::from_str(m).ok())
         .ok_or_else(|| TrainError::Checkpoint { path: path.into(), message: "no plastic metadata".into() })
 }
+
+/// A trained run loaded back: its config, data splits and the model at a checkpoint.
+pub struct LoadedRun {
+    pub config: crate::config::RunConfig,
+    pub splits: plastic_data::Splits,
+    pub model: crate::network::Network,
+    pub step: usize,
+    pub checkpoint: std::path::PathBuf,
+}
+
+/// Loads `dir`'s config, data and model at `checkpoint` (default: the latest) on `device`.
+pub fn load_run(dir: &crate::run_dir::RunDir, checkpoint: Option<&Path>, device: &Device) -> Result<LoadedRun> {
+    if !dir.config().exists() {
+        return Err(TrainError::Run(format!("{} is not a run directory (no config.toml)", dir.root.display())));
+    }
+    let config = crate::config::RunConfig::load(&dir.config(), &[])?;
+    let path = match checkpoint {
+        Some(p) => p.to_path_buf(),
+        None => dir.latest_checkpoint().map(|(_, p)| p).ok_or_else(|| TrainError::Run(format!("{} has no checkpoint yet", dir.root.display())))?,
+    };
+    let splits = plastic_data::open(&config.data)?;
+    let model = crate::network::Network::build(&config, splits.shape(), splits.num_classes(), device)?;
+    let mut optimizer = crate::trainer::build_optimizer(&config);
+    let (model, meta) = load(&path, model, &mut optimizer, device)?;
+    Ok(LoadedRun { config, splits, model, step: meta.step, checkpoint: path })
+}

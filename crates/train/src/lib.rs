@@ -16,6 +16,7 @@ pub mod config;
 pub mod device;
 mod error;
 pub mod eval;
+pub mod export;
 pub mod metrics;
 pub mod network;
 pub mod optim;

@@ -1,0 +1,261 @@
+//! The `plastic` binary driven the way a user drives it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn plastic() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_plastic"));
+    c.env("RAYON_NUM_THREADS", "2");
+    c
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("plastic-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("plastic runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A bad input gives exit code 2 and exactly one line on stderr, naming `needle`.
+fn assert_one_line_error(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "expected one line, got: {err}");
+    assert!(err.starts_with("error: ") && err.contains(needle), "expected {needle:?} in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn quickstart_config_learns_digits_on_a_reduced_budget() {
+    let out = temp_dir("learn");
+    let o = run(plastic().args(["train", "--config", "configs/quickstart.toml", "--device", "cpu", "--set", "train.epochs=4", "--out"]).arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary = json(&out.join("quickstart/summary.json"));
+    let acc = summary["test_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.85, "test accuracy {acc} after 4 epochs");
+    for key in ["test_accuracy", "train_loss", "steps", "device", "rule", "params", "wall_seconds"] {
+        assert!(summary.get(key).is_some(), "summary.json lacks {key}");
+    }
+    assert_eq!(summary["device"], "cpu");
+    let metrics = std::fs::read_to_string(out.join("quickstart/metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    for key in ["step", "epoch", "loss", "accuracy", "lr", "images_per_second"] {
+        assert!(first.get(key).is_some(), "metrics.jsonl line lacks {key}: {first}");
+    }
+    // The saved config reads back and describes the same run.
+    assert!(std::fs::read_to_string(out.join("quickstart/config.toml")).unwrap().contains("epochs = 4"));
+
+    // eval re-evaluates the final checkpoint and agrees with the summary.
+    let o = run(plastic().args(["eval", "--run"]).arg(out.join("quickstart")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!((line["accuracy"].as_f64().unwrap() - acc).abs() < 1e-9);
+
+    // export writes PyTorch layouts: Linear weights as [out, in].
+    let o = run(plastic().args(["export", "--run"]).arg(out.join("quickstart")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(out.join("quickstart/model.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    assert_eq!(header["stages.3.linear.weight"]["shape"], serde_json::json!([10, 128]));
+    assert_eq!(header["stages.0.conv.weight"]["shape"], serde_json::json!([32, 1, 3, 3]));
+
+    // Running the same config again without --resume refuses and leaves the run untouched.
+    let before = std::fs::read(out.join("quickstart/summary.json")).unwrap();
+    let o = run(plastic().args(["train", "--config", "configs/quickstart.toml", "--device", "cpu", "--out"]).arg(&out));
+    assert_one_line_error(&o, "already exists");
+    assert_eq!(std::fs::read(out.join("quickstart/summary.json")).unwrap(), before);
+}
+
+const RESUME_CONFIG: &str = r#"
+name = "resume"
+seed = 3
+[model]
+kind = "convnet"
+channels = [8, 16]
+hidden = [32]
+batch_norm = true
+dropout = 0.2
+[data]
+kind = "digits"
+crop_padding = 1
+[train]
+steps = 1500
+batch_size = 16
+lr = 0.02
+weight_decay = 1e-3
+log_every = 50
+eval_every = 250
+checkpoint_every = 100
+true_grad_every = 50
+[rule]
+kind = "kolen_pollack"
+"#;
+
+fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let data = &bytes[8 + header_len..];
+    let mut out: Vec<(String, Vec<u8>)> = header
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(k, v)| {
+            let [a, b] = [0, 1].map(|i| v["data_offsets"][i].as_u64().unwrap() as usize);
+            (k.clone(), data[a..b].to_vec())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn metrics_without_speed(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("images_per_second");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn resume_after_kill_ends_bitwise_where_an_uninterrupted_run_ends() {
+    let dir = temp_dir("resume");
+    let config = dir.join("resume.toml");
+    std::fs::write(&config, RESUME_CONFIG).unwrap();
+    let (whole, broken) = (dir.join("whole"), dir.join("broken"));
+    let train = |out: &Path| {
+        let mut c = plastic();
+        c.args(["train", "--device", "cpu", "--config"]).arg(&config).arg("--out").arg(out);
+        c
+    };
+    let o = run(&mut train(&whole));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Start again and kill -9 as soon as the first checkpoint exists.
+    let mut child = train(&broken).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let first = broken.join("resume/checkpoints/step-00000100.safetensors");
+    let t0 = Instant::now();
+    while !first.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!broken.join("resume/summary.json").exists(), "the run finished before it could be killed");
+
+    let o = run(train(&broken).arg("--resume"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resuming at step"), "{}", stderr(&o));
+    let last = |root: &Path| root.join("resume/checkpoints/step-00001500.safetensors");
+    let (a, b) = (tensors(&last(&whole)), tensors(&last(&broken)));
+    assert_eq!(a.len(), b.len());
+    for ((name_a, bytes_a), (name_b, bytes_b)) in a.iter().zip(&b) {
+        assert_eq!(name_a, name_b);
+        assert!(bytes_a == bytes_b, "{name_a} differs after resume");
+    }
+    assert_eq!(metrics_without_speed(&whole.join("resume/metrics.jsonl")), metrics_without_speed(&broken.join("resume/metrics.jsonl")));
+}
+
+#[test]
+fn bad_inputs_fail_with_one_line_and_exit_code_2() {
+    let dir = temp_dir("bad");
+    let o = run(plastic().args(["train", "--config"]).arg(dir.join("nope.toml")));
+    assert_one_line_error(&o, "nope.toml");
+
+    let typo = dir.join("typo.toml");
+    std::fs::write(&typo, "[train]\nlearnig_rate = 0.1\n").unwrap();
+    let o = run(plastic().args(["train", "--config"]).arg(&typo));
+    assert_one_line_error(&o, "learnig_rate");
+
+    let o = run(plastic().args(["inspect", "--set", "model.kind=vgg16"]));
+    assert_one_line_error(&o, "model.kind");
+
+    let o = run(plastic().args(["train", "--set", "train.batch_size=0", "--out"]).arg(&dir));
+    assert_one_line_error(&o, "train.batch_size");
+
+    let o = run(plastic().args(["train", "--set", "data.kind=cifar10", "--set"]).arg(format!("data.path={}", dir.join("missing").display())).arg("--out").arg(&dir));
+    assert_one_line_error(&o, "missing");
+
+    // A truncated MNIST file.
+    let mnist = dir.join("mnist");
+    std::fs::create_dir_all(&mnist).unwrap();
+    let set = plastic_data::ImageSet::new(vec![7; 20 * 28 * 28], vec![1; 20], [1, 28, 28], (0..10).map(|c| c.to_string()).collect()).unwrap();
+    for split in ["train", "t10k"] {
+        plastic_data::mnist::write_pair(&set, &mnist.join(format!("{split}-images-idx3-ubyte")), &mnist.join(format!("{split}-labels-idx1-ubyte"))).unwrap();
+    }
+    let images = mnist.join("train-images-idx3-ubyte");
+    let bytes = std::fs::read(&images).unwrap();
+    std::fs::write(&images, &bytes[..bytes.len() / 2]).unwrap();
+    let o = run(plastic().args(["train", "--set", "data.kind=mnist", "--set"]).arg(format!("data.path={}", mnist.display())).arg("--out").arg(&dir));
+    assert_one_line_error(&o, "truncated");
+
+    // A corrupt image in an image folder.
+    let folder = dir.join("images");
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(folder.join(class)).unwrap();
+        image::RgbImage::from_pixel(4, 4, image::Rgb([9, 9, 9])).save(folder.join(class).join("ok.png")).unwrap();
+    }
+    std::fs::write(folder.join("b/bad.jpg"), b"\xff\xd8\xff garbage").unwrap();
+    let o = run(plastic().args(["train", "--set", "data.kind=image_folder", "--set"]).arg(format!("data.path={}", folder.display())).arg("--out").arg(&dir));
+    assert_one_line_error(&o, "bad.jpg");
+
+    let o = run(plastic().args(["eval", "--run"]).arg(dir.join("no-such-run")));
+    assert_one_line_error(&o, "not a run directory");
+}
+
+#[test]
+fn every_rule_learns_digits_well_above_chance() {
+    let out = temp_dir("rules");
+    for rule in ["backprop", "feedback_alignment", "sign_symmetry", "kolen_pollack", "weight_mirror", "information_alignment", "symmetric_alignment", "activation_alignment"] {
+        let o = run(plastic()
+            .args(["train", "--device", "cpu", "--config", "configs/rules_mlp.toml", "--set", "train.steps=300", "--set"])
+            .arg(format!("name={rule}"))
+            .args(["--set"])
+            .arg(format!("rule.kind={rule}"))
+            .arg("--out")
+            .arg(&out));
+        assert!(o.status.success(), "{rule}: {}", stderr(&o));
+        let acc = json(&out.join(rule).join("summary.json"))["test_accuracy"].as_f64().unwrap();
+        assert!(acc > 0.5, "{rule}: test accuracy {acc} (chance is 0.1)");
+        if rule != "backprop" {
+            let last = std::fs::read_to_string(out.join(rule).join("metrics.jsonl")).unwrap();
+            let last: serde_json::Value = serde_json::from_str(last.lines().last().unwrap()).unwrap();
+            assert!(last.get("alignment.fc2.weight_angle").is_some() && last.get("alignment.fc2.grad_angle").is_some(), "{rule}: {last}");
+        }
+    }
+}
+
+#[test]
+fn wgpu_trains_a_step() {
+    let required = std::env::var("PLASTIC_REQUIRE_WGPU").is_ok_and(|v| v == "1");
+    let out = temp_dir("wgpu");
+    let o = run(plastic()
+        .env("CUBECL_AUTOTUNE_LEVEL", "minimal")
+        .args(["train", "--device", "wgpu", "--set", "model.kind=mlp", "--set", "model.hidden=[16]", "--set", "train.steps=2", "--set", "train.log_every=1", "--out"])
+        .arg(&out));
+    if o.status.code() == Some(2) && stderr(&o).contains("no wgpu adapter") && !required {
+        eprintln!("SKIPPED: no wgpu adapter on this machine (set PLASTIC_REQUIRE_WGPU=1 to make this a failure)");
+        return;
+    }
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary = json(&out.join("run/summary.json"));
+    assert_eq!(summary["device"], "wgpu");
+    assert_eq!(summary["steps"], 2);
+}
