@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use plastic_train::device::{DeviceChoice, select};
 use plastic_train::progress::ProgressReporter;
+use plastic_rules::{RuleConfig, RuleKind};
 use plastic_train::{RunConfig, RunDir, TrainError, TrainOptions};
 
 #[derive(Parser)]
@@ -72,6 +73,37 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Measure training-step throughput (images/s) and peak memory; one JSON line per case.
+    Bench {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Models to measure (zoo kinds); default: the config's model.
+        #[arg(long = "model", value_delimiter = ',')]
+        models: Vec<String>,
+        /// Rules to measure against backprop: a comma-separated list or `all`.
+        #[arg(long, default_value = "backprop")]
+        rules: String,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceChoice,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Input side in pixels (default: the data set's).
+        #[arg(long)]
+        resolution: Option<usize>,
+        /// Input channels (default: the data set's).
+        #[arg(long)]
+        channels: Option<usize>,
+        #[arg(long, default_value_t = 10)]
+        classes: usize,
+        /// Timed steps per rule and round.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Interleaved rounds over the rules; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+    },
     /// Print a model's layers, parameter count and unit count.
     Inspect {
         #[command(flatten)]
@@ -129,6 +161,41 @@ fn run(cli: Cli) -> Result<(), TrainError> {
             let output = output.unwrap_or_else(|| dir.root.join("model.safetensors"));
             plastic_train::export::export_safetensors(&loaded.model, &output)?;
             eprintln!("wrote {} (step {})", output.display(), loaded.step);
+            Ok(())
+        }
+        Command::Bench { config, models, rules, device, batch, resolution, channels, classes, steps, rounds, warmup } => {
+            let base = load_config(&config)?;
+            plastic_train::set_threads(base.train.threads);
+            let rules: Vec<RuleKind> = if rules == "all" {
+                RuleKind::ALL.to_vec()
+            } else {
+                rules
+                    .split(',')
+                    .map(|r| RuleConfig::parse_kind(r.trim()).map_err(TrainError::Config))
+                    .collect::<Result<_, _>>()?
+            };
+            let device = select(device)?;
+            let data_shape = if resolution.is_some() && channels.is_some() { None } else { Some(plastic_data::open(&base.data)?.shape()) };
+            let input = [
+                channels.unwrap_or_else(|| data_shape.unwrap()[0]),
+                resolution.unwrap_or_else(|| data_shape.unwrap()[1]),
+                resolution.unwrap_or_else(|| data_shape.unwrap()[2]),
+            ];
+            let models = if models.is_empty() { vec![None] } else { models.into_iter().map(Some).collect() };
+            for model in models {
+                let mut overrides = config.set.clone();
+                if let Some(m) = &model {
+                    overrides.push(format!("model.kind={m}"));
+                }
+                let c = match &config.config {
+                    Some(path) => RunConfig::load(path, &overrides)?,
+                    None => RunConfig::parse("", &overrides)?,
+                };
+                let plan = plastic_train::bench::BenchPlan { batch, input, classes, warmup, steps, rounds };
+                plastic_train::bench::bench_rules(&c, &rules, &plan, &device.device, &device.name, &mut |r| {
+                    println!("{}", serde_json::to_string(r).expect("plain data"));
+                })?;
+            }
             Ok(())
         }
         Command::Inspect { config } => {

@@ -20,7 +20,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Cube, Dispatch, ExtensionType, Flex, TensorMetadata, backend_extension};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Shape, Tensor};
+use burn::tensor::{Shape, Slice, Tensor};
 
 use crate::tap::LayerTap;
 
@@ -127,6 +127,12 @@ trait LayerKind: Debug + Clone + Send + Sync + 'static {
     fn apply_transpose<B: Backend>(&self, x: &FloatTensor<B>, kernel: FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B>;
     /// Σ_batch g xᵀ in the kernel's layout (the weight gradient when g = δy).
     fn correlate<B: Backend>(&self, x: FloatTensor<B>, kernel: &FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B>;
+    /// `(correlate(x, g_a), correlate(x, g_b))` for two gradients of the same shape. Kinds
+    /// that can stack them on the output-channel axis do it in one call, sharing the work on x
+    /// (im2col for a convolution).
+    fn correlate_pair<B: Backend>(&self, x: FloatTensor<B>, kernel: &FloatTensor<B>, g_a: FloatTensor<B>, g_b: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+        (self.correlate::<B>(x.clone(), kernel, g_a), self.correlate::<B>(x, kernel, g_b))
+    }
     /// Σ of g over everything but the output channel.
     fn bias_grad<B: Backend>(&self, x: &FloatTensor<B>, bias: &FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B>;
     /// The bias reshaped to broadcast over an output.
@@ -157,6 +163,16 @@ impl LayerKind for ConvKind {
     fn correlate<B: Backend>(&self, x: FloatTensor<B>, kernel: &FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B> {
         B::conv2d_weight_backward(x, kernel.clone(), g, self.0.clone())
     }
+    fn correlate_pair<B: Backend>(&self, x: FloatTensor<B>, kernel: &FloatTensor<B>, g_a: FloatTensor<B>, g_b: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+        if self.0.groups != 1 {
+            // Stacking would mix the groups' channels.
+            return (self.correlate::<B>(x.clone(), kernel, g_a), self.correlate::<B>(x, kernel, g_b));
+        }
+        let c = kernel.shape()[0];
+        let stacked_kernel = B::float_cat(vec![kernel.clone(), kernel.clone()], 0);
+        let both = B::conv2d_weight_backward(x, stacked_kernel, B::float_cat(vec![g_a, g_b], 1), self.0.clone());
+        (B::float_slice(both.clone(), &[Slice::new(0, Some(c as isize), 1)]), B::float_slice(both, &[Slice::new(c as isize, Some(2 * c as isize), 1)]))
+    }
     fn bias_grad<B: Backend>(&self, x: &FloatTensor<B>, bias: &FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B> {
         B::conv2d_bias_backward(x.clone(), bias.clone(), g)
     }
@@ -177,6 +193,12 @@ impl LayerKind for DenseKind {
     }
     fn correlate<B: Backend>(&self, x: FloatTensor<B>, _kernel: &FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B> {
         B::float_matmul(B::float_transpose(x), g)
+    }
+    fn correlate_pair<B: Backend>(&self, x: FloatTensor<B>, _kernel: &FloatTensor<B>, g_a: FloatTensor<B>, g_b: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+        let d = g_a.shape()[1] as isize;
+        let both = B::float_matmul(B::float_transpose(x), B::float_cat(vec![g_a, g_b], 1));
+        let all = Slice::new(0, None, 1);
+        (B::float_slice(both.clone(), &[all, Slice::new(0, Some(d), 1)]), B::float_slice(both, &[all, Slice::new(d, Some(2 * d), 1)]))
     }
     fn bias_grad<B: Backend>(&self, _x: &FloatTensor<B>, _bias: &FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B> {
         let d = g.shape()[1];
@@ -236,24 +258,24 @@ impl<B: Backend, K: LayerKind, const N: usize> Backward<B, N> for FeedbackBackwa
             grads.register::<B>(node.id, gx);
         }
 
-        let needs_weight_grad =
-            node_w.is_some() || (node_fb.is_some() && st.spec.feedback_grad == FeedbackGrad::WeightGrad && !request.backprop);
-        let gw = needs_weight_grad.then(|| kind.correlate::<B>(st.x.clone(), &st.weight, grad.clone()));
+        let train_feedback = node_fb.is_some() && !request.backprop;
+        let local = match st.spec.feedback_grad {
+            FeedbackGrad::Local(loss) if train_feedback => Some(loss),
+            _ => None,
+        };
+        let needs_weight_grad = node_w.is_some() || (train_feedback && st.spec.feedback_grad == FeedbackGrad::WeightGrad);
+        let (gw, g_local) = weight_and_local_grads::<B, K>(&st, grad.clone(), needs_weight_grad, local);
 
         if let (Some(node), Some(bias)) = (node_bias, &st.bias) {
-            grads.register::<B>(node.id, kind.bias_grad::<B>(&st.x, bias, grad.clone()));
+            grads.register::<B>(node.id, kind.bias_grad::<B>(&st.x, bias, grad));
         }
-
         if let Some(node) = node_fb
-            && !request.backprop
+            && train_feedback
         {
-            match st.spec.feedback_grad {
-                FeedbackGrad::None => {}
-                FeedbackGrad::WeightGrad => grads.register::<B>(node.id, gw.clone().expect("computed above")),
-                FeedbackGrad::Local(loss) => {
-                    let output = st.output.clone();
-                    grads.register::<B>(node.id, local_feedback_grad::<B, K>(&st, loss, output));
-                }
+            match (st.spec.feedback_grad, g_local) {
+                (FeedbackGrad::WeightGrad, _) => grads.register::<B>(node.id, gw.clone().expect("computed above")),
+                (FeedbackGrad::Local(_), Some(g)) => grads.register::<B>(node.id, g),
+                _ => {}
             }
         }
         if let (Some(node), Some(gw)) = (node_w, gw) {
@@ -262,57 +284,75 @@ impl<B: Backend, K: LayerKind, const N: usize> Backward<B, N> for FeedbackBackwa
     }
 }
 
-/// ∂R/∂B of [`LocalLoss`], in closed form. The data terms share one correlation call: it is
-/// linear in both arguments, so `corr(x, g1) + corr(z, g2) = corr([x; z], [g1; g2])` with the
-/// two halves stacked on the batch axis.
-fn local_feedback_grad<B: Backend, K: LayerKind>(st: &FeedbackState<B, K>, loss: LocalLoss, output: Option<FloatTensor<B>>) -> FloatTensor<B> {
+/// δW (when `need_weight_grad`) and ∂R/∂B of [`LocalLoss`] (when `local`), sharing work:
+///
+/// ∂R/∂B = 2·decay·B − self·W + (1/N)·[corr(x, 2·sparse·Bx − amp·y) + corr(2·null·Bᵀy, y)]
+///
+/// where `corr(a, g)` is the weight-gradient correlation (Σ g aᵀ). Both data terms are linear
+/// in each argument, so when the null term is present the amp term moves into it
+/// (`corr(x, −amp·y) + corr(z, 2·null·y) = corr(2·null·z − amp·x, y)`); the term that reads x
+/// is computed in the same call as δW, stacked on the output channels.
+fn weight_and_local_grads<B: Backend, K: LayerKind>(
+    st: &FeedbackState<B, K>,
+    grad: FloatTensor<B>,
+    need_weight_grad: bool,
+    local: Option<LocalLoss>,
+) -> (Option<FloatTensor<B>>, Option<FloatTensor<B>>) {
     let kind = &st.kind;
-    let n = st.x.shape()[0] as f32;
+    let Some(loss) = local else {
+        return (need_weight_grad.then(|| kind.correlate::<B>(st.x.clone(), &st.weight, grad)), None);
+    };
+    let scale = |t: FloatTensor<B>, s: f32| B::float_mul_scalar(t, s.into());
+    let add = |a: Option<FloatTensor<B>>, b: FloatTensor<B>| match a {
+        Some(a) => B::float_add(a, b),
+        None => b,
+    };
     // y = W x before the bias.
     let y = loss.needs_output().then(|| {
-        let out = output.expect("the forward keeps its output when the local loss needs y");
+        let out = st.output.clone().expect("the forward keeps its output when the local loss needs y");
         match &st.bias {
             Some(b) => B::float_sub(out, B::float_reshape(b.clone(), kind.bias_shape(b.shape().num_elements()))),
             None => out,
         }
     });
-    // Terms whose input is x: g1 = −amp·y + 2·sparse·(Bx).
-    let mut g1: Option<FloatTensor<B>> = None;
-    if loss.amp != 0.0 {
-        g1 = Some(B::float_mul_scalar(y.clone().unwrap(), (-loss.amp).into()));
+    let null = loss.null != 0.0;
+    // The gradient paired with x: 2·sparse·Bx, and −amp·y unless the null term absorbs it.
+    let mut g_x: Option<FloatTensor<B>> = None;
+    if loss.amp != 0.0 && !null {
+        g_x = Some(scale(y.clone().unwrap(), -loss.amp));
     }
     if loss.sparse != 0.0 {
-        let bx = B::float_mul_scalar(kind.apply::<B>(st.x.clone(), st.feedback.clone()), (2.0 * loss.sparse).into());
-        g1 = Some(match g1 {
-            Some(g) => B::float_add(g, bx),
-            None => bx,
-        });
+        g_x = Some(add(g_x, scale(kind.apply::<B>(st.x.clone(), st.feedback.clone()), 2.0 * loss.sparse)));
     }
-    // Term whose input is z = Bᵀy: g2 = 2·null·y.
-    let null_term = (loss.null != 0.0).then(|| {
+    // The input paired with y: 2·null·Bᵀy − amp·x.
+    let y_term = null.then(|| {
         let y = y.clone().unwrap();
-        let z = kind.apply_transpose::<B>(&st.x, st.feedback.clone(), y.clone());
-        (z, B::float_mul_scalar(y, (2.0 * loss.null).into()))
+        let mut a = scale(kind.apply_transpose::<B>(&st.x, st.feedback.clone(), y.clone()), 2.0 * loss.null);
+        if loss.amp != 0.0 {
+            a = B::float_sub(a, scale(st.x.clone(), loss.amp));
+        }
+        kind.correlate::<B>(a, &st.feedback, y)
     });
-    let data = match (g1, null_term) {
-        (Some(g1), Some((z, g2))) => Some(kind.correlate::<B>(
-            B::float_cat(vec![st.x.clone(), z], 0),
-            &st.feedback,
-            B::float_cat(vec![g1, g2], 0),
-        )),
-        (Some(g1), None) => Some(kind.correlate::<B>(st.x.clone(), &st.feedback, g1)),
-        (None, Some((z, g2))) => Some(kind.correlate::<B>(z, &st.feedback, g2)),
-        (None, None) => None,
+    let (gw, x_term) = match (need_weight_grad, g_x) {
+        (true, Some(g_x)) => {
+            let (gw, gb) = kind.correlate_pair::<B>(st.x.clone(), &st.weight, grad, g_x);
+            (Some(gw), Some(gb))
+        }
+        (true, None) => (Some(kind.correlate::<B>(st.x.clone(), &st.weight, grad)), None),
+        (false, Some(g_x)) => (None, Some(kind.correlate::<B>(st.x.clone(), &st.feedback, g_x))),
+        (false, None) => (None, None),
+    };
+    let n = st.x.shape()[0] as f32;
+    let data = match (x_term, y_term) {
+        (Some(a), Some(b)) => Some(B::float_add(a, b)),
+        (a, b) => a.or(b),
     }
-    .map(|g| B::float_mul_scalar(g, (1.0 / n).into()));
-    let mut grad = B::float_mul_scalar(st.feedback.clone(), (2.0 * loss.decay).into());
+    .map(|d| scale(d, 1.0 / n));
+    let mut g = scale(st.feedback.clone(), 2.0 * loss.decay);
     if loss.self_align != 0.0 {
-        grad = B::float_sub(grad, B::float_mul_scalar(st.weight.clone(), loss.self_align.into()));
+        g = B::float_sub(g, scale(st.weight.clone(), loss.self_align));
     }
-    match data {
-        Some(d) => B::float_add(grad, d),
-        None => grad,
-    }
+    (gw, Some(add(data, g)))
 }
 
 /// `[⟨a, b⟩, ‖a‖², ‖b‖²]` of two tensors of the same shape, read back to the host in one go.

@@ -287,6 +287,14 @@ impl RuleConfig {
         }
     }
 
+    /// A rule kind from its config name (`feedback_alignment`, …).
+    pub fn parse_kind(name: &str) -> Result<RuleKind, String> {
+        RuleKind::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| format!("unknown rule {name:?} (expected one of {})", RuleKind::ALL.map(|k| k.name()).join(", ")))
+    }
+
     /// Range checks; messages name the key.
     pub fn validate(&self) -> Result<(), String> {
         for (key, v) in [("alpha", self.alpha), ("beta", self.beta), ("gamma", self.gamma)] {

@@ -253,30 +253,33 @@ fn closed_form_b_grads_match_autodiff(device: &Device, geometries: &[Geometry], 
     let ad = device.clone().autodiff();
     for &g in geometries {
         let (ci, co, k, s, p, d, groups, h, w) = g;
-        for &l in losses {
+        for (&l, w_tracked) in losses.iter().flat_map(|l| [(l, false), (l, true)]) {
             let x = random([3, ci, h, w], 1, device);
             let wt = random([co, ci / groups, k, k], 2, device);
             let b0 = random([co, ci / groups, k, k], 5, device);
-            // The op's closed form: B is the only tracked input; its gradient ignores δy.
+            // The op's closed form (its gradient ignores δy). With W tracked too, the x-side
+            // term is computed in the same call as δW.
             let b = Tensor::from_inner(b0.clone()).require_grad();
+            let w_in = if w_tracked { Tensor::from_inner(wt.clone()).require_grad() } else { Tensor::from_inner(wt.clone()) };
             let spec = BackwardSpec { feedback_grad: FeedbackGrad::Local(l), tap: None };
-            let y = feedback_conv2d(Tensor::from_inner(x.clone()), Tensor::from_inner(wt.clone()), Some(Tensor::from_inner(random([co], 3, device))), b.clone(), options(g), spec);
+            let y = feedback_conv2d(Tensor::from_inner(x.clone()), w_in, Some(Tensor::from_inner(random([co], 3, device))), b.clone(), options(g), spec);
             let got = b.grad(&y.sum().backward()).unwrap();
             let bo = Tensor::from_inner(b0).require_grad();
             let tr = ConvTransposeOptions::new([s, s], [p, p], [output_padding(h, k, s, p, d), output_padding(w, k, s, p, d)], [d, d], groups);
             let oracle = local_loss_autodiff_conv(Tensor::from_inner(x), Tensor::from_inner(wt), bo.clone(), l, options(g), tr);
             let want = bo.grad(&oracle.backward()).unwrap();
-            assert_close(&format!("{g:?} {l:?} ∂R/∂B"), got, want, 1e-4);
+            assert_close(&format!("{g:?} {l:?} W tracked {w_tracked} ∂R/∂B"), got, want, 1e-4);
         }
     }
     // Linear: y = xW, Bx ≡ xB, Bᵀy ≡ yBᵀ (burn's [in, out] layout).
-    for &l in losses {
+    for (&l, w_tracked) in losses.iter().flat_map(|l| [(l, false), (l, true)]) {
         let x = random([6, 5], 1, device);
         let wt = random([5, 4], 2, device);
         let b0 = random([5, 4], 5, device);
         let b = Tensor::from_inner(b0.clone()).require_grad();
+        let w_in = if w_tracked { Tensor::from_inner(wt.clone()).require_grad() } else { Tensor::from_inner(wt.clone()) };
         let spec = BackwardSpec { feedback_grad: FeedbackGrad::Local(l), tap: None };
-        let got = b.grad(&feedback_linear(Tensor::from_inner(x.clone()), Tensor::from_inner(wt.clone()), None, b.clone(), spec).sum().backward()).unwrap();
+        let got = b.grad(&feedback_linear(Tensor::from_inner(x.clone()), w_in, None, b.clone(), spec).sum().backward()).unwrap();
         let (x, wt) = (Tensor::from_inner(x), Tensor::from_inner(wt));
         let bo = Tensor::from_inner(b0).require_grad();
         let y = x.clone().matmul(wt.clone()).detach();
@@ -288,7 +291,7 @@ fn closed_form_b_grads_match_autodiff(device: &Device, geometries: &[Geometry], 
             + (bty.clone() * bty).sum() / 6.0 * l.null as f64
             + ((y.clone() * y).sum() + (bx.clone() * bx).sum()) / 6.0 * l.sparse as f64;
         let want = bo.grad(&r.backward()).unwrap();
-        assert_close(&format!("linear {l:?} ∂R/∂B"), got, want, 1e-4);
+        assert_close(&format!("linear {l:?} W tracked {w_tracked} ∂R/∂B"), got, want, 1e-4);
     }
     let _ = ad;
 }

@@ -11,6 +11,7 @@
 //! println!("test accuracy {:.3}", summary.test_accuracy);
 //! ```
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod device;
