@@ -104,6 +104,11 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         warmup: usize,
     },
+    /// Draw loss, accuracy and alignment angles over training as PNG files (runs/<name>/plots/).
+    Plot {
+        #[arg(long)]
+        run: PathBuf,
+    },
     /// Print a model's layers, parameter count and unit count.
     Inspect {
         #[command(flatten)]
@@ -198,6 +203,12 @@ fn run(cli: Cli) -> Result<(), TrainError> {
             }
             Ok(())
         }
+        Command::Plot { run } => {
+            for file in plastic_train::plot::plot_run(&RunDir::new(&run))? {
+                println!("{}", file.display());
+            }
+            Ok(())
+        }
         Command::Inspect { config } => {
             let config = load_config(&config)?;
             let splits = plastic_data::open(&config.data)?;
@@ -221,6 +232,12 @@ fn run(cli: Cli) -> Result<(), TrainError> {
 }
 
 fn main() -> ExitCode {
+    // Mesa's software Vulkan prints "XDG_RUNTIME_DIR is invalid" on every probe when the
+    // variable is unset (containers, CI); give it a directory before any thread starts.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: single-threaded at this point; nothing else reads the environment yet.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

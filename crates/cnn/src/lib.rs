@@ -22,6 +22,7 @@ pub mod zoo;
 use burn::module::Module;
 use burn::nn::BatchNormConfig;
 use burn::tensor::{Device, Tensor};
+pub use plastic_rules::LayerSummary;
 use plastic_rules::{FeedbackConv2dConfig, FeedbackLayer, FeedbackLinearConfig, FeedbackNetwork, LayerPosition, RuleConfig, WeightInit};
 use serde::{Deserialize, Serialize};
 
@@ -76,17 +77,6 @@ pub enum Stage {
     Pool(PoolStage),
     NormAct(NormAct),
     Dense(DenseUnit),
-}
-
-/// One feedback layer of a built network, for `plastic inspect`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LayerSummary {
-    pub name: String,
-    /// `conv k×k/s` or `linear`.
-    pub kind: String,
-    /// Output shape without the batch: `[c, h, w]` or `[features]`.
-    pub output: Vec<usize>,
-    pub params: usize,
 }
 
 /// A feed-forward network of the zoo.

@@ -57,3 +57,14 @@ pub fn weight_alignment(layer: &dyn FeedbackLayer) -> WeightAlignment {
         norm_ratio: if v[1] > 0.0 { (v[2] / v[1]).sqrt() } else { f64::NAN },
     }
 }
+
+/// One feedback layer of a built network, for `plastic inspect`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerSummary {
+    pub name: String,
+    /// `conv k×k/s` or `linear`.
+    pub kind: String,
+    /// Output shape without the batch: `[c, h, w]` or `[features]`.
+    pub output: Vec<usize>,
+    pub params: usize,
+}

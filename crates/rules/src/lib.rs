@@ -34,7 +34,7 @@ pub mod tap;
 
 pub use conv2d::{FeedbackConv2d, FeedbackConv2dConfig, replace_value};
 pub use init::{LayerSeeds, WeightInit};
-pub use layer::{FeedbackLayer, FeedbackNetwork, MirrorSettings, WeightAlignment, weight_alignment};
+pub use layer::{FeedbackLayer, FeedbackNetwork, LayerSummary, MirrorSettings, WeightAlignment, weight_alignment};
 pub use linear::{FeedbackLinear, FeedbackLinearConfig};
 pub use nonlinearity::Activation;
 pub use rule::{CoefficientScale, FeedbackOptimizer, LayerPosition, LayerRule, MirrorSource, RuleConfig, RuleKind, RuleOverride, SignVariant};

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use plastic_cnn::CnnConfig;
+use plastic_convrnn::ConvRnnConfig;
 use plastic_data::DataConfig;
 use plastic_rules::{RuleConfig, RuleKind};
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,8 @@ pub struct ModelConfig {
     pub dropout: Option<f64>,
     pub stem: plastic_cnn::Stem,
     pub init: plastic_rules::WeightInit,
+    /// The ConvRNN graph, with `kind = "convrnn"`.
+    pub convrnn: Option<ConvRnnConfig>,
 }
 
 /// Zoo CNNs and the ConvRNN.
@@ -62,6 +65,8 @@ pub enum ModelKind {
     Resnet18v2,
     Resnet34v2,
     Shallownet,
+    /// A ConvRNN described by `[model.convrnn]`.
+    Convrnn,
 }
 
 impl Default for ModelConfig {
@@ -77,12 +82,13 @@ impl Default for ModelConfig {
             dropout: c.dropout,
             stem: c.stem,
             init: c.init,
+            convrnn: None,
         }
     }
 }
 
 impl ModelConfig {
-    /// The CNN configuration.
+    /// The CNN configuration, or `None` for a ConvRNN.
     pub fn cnn(&self) -> Option<CnnConfig> {
         use plastic_cnn::CnnKind as K;
         let kind = match self.kind {
@@ -96,6 +102,7 @@ impl ModelConfig {
             ModelKind::Resnet18v2 => K::Resnet18v2,
             ModelKind::Resnet34v2 => K::Resnet34v2,
             ModelKind::Shallownet => K::Shallownet,
+            ModelKind::Convrnn => return None,
         };
         Some(CnnConfig {
             kind,
@@ -111,7 +118,12 @@ impl ModelConfig {
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
-        self.cnn().expect("a CNN kind").validate()
+        match (self.kind, &self.convrnn) {
+            (ModelKind::Convrnn, None) => Err("model.kind = \"convrnn\" needs a [model.convrnn] table".into()),
+            (ModelKind::Convrnn, Some(c)) => c.validate(),
+            (_, Some(_)) => Err("[model.convrnn] is only read when model.kind = \"convrnn\"".into()),
+            (_, None) => self.cnn().expect("a CNN kind").validate(),
+        }
     }
 }
 

@@ -4,6 +4,7 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Device, Int, Tensor};
 use plastic_cnn::{Cnn, LayerSummary};
+use plastic_convrnn::ConvRnn;
 use plastic_rules::{FeedbackLayer, FeedbackNetwork};
 
 use crate::config::RunConfig;
@@ -13,6 +14,7 @@ use crate::error::{Result, TrainError};
 #[derive(Module, Debug)]
 pub enum Network {
     Cnn(Cnn),
+    ConvRnn(ConvRnn),
 }
 
 /// What a forward pass gives the loop.
@@ -29,8 +31,12 @@ impl Network {
     /// from the run seed, B from the rule seed (default: run seed + 1).
     pub fn build(config: &RunConfig, input: [usize; 3], classes: usize, device: &Device) -> Result<Self> {
         let seeds = (config.seed, config.rule.seed.unwrap_or(config.seed.wrapping_add(1)));
-        let cnn = config.model.cnn().expect("every model kind is a CNN");
-        cnn.init(input, classes, &config.rule, seeds, device).map(Network::Cnn).map_err(TrainError::Model)
+        match (config.model.cnn(), &config.model.convrnn) {
+            (Some(cnn), _) => cnn.init(input, classes, &config.rule, seeds, device).map(Network::Cnn),
+            (None, Some(rnn)) => rnn.init(input, classes, &config.rule, seeds, device).map(Network::ConvRnn),
+            (None, None) => Err("model.kind = \"convrnn\" needs a [model.convrnn] table".into()),
+        }
+        .map_err(TrainError::Model)
     }
 
     pub fn forward(&self, images: Tensor<4>) -> NetworkOutput {
@@ -38,6 +44,10 @@ impl Network {
             Network::Cnn(m) => {
                 let logits = m.forward(images);
                 NetworkOutput { loss_logits: vec![logits.clone()], logits }
+            }
+            Network::ConvRnn(m) => {
+                let unrolled = m.forward(images, false);
+                NetworkOutput { loss_logits: m.loss_logits(&unrolled), logits: m.readout_logits(&unrolled) }
             }
         }
     }
@@ -61,6 +71,7 @@ impl Network {
     pub fn summary(&self) -> Vec<LayerSummary> {
         match self {
             Network::Cnn(m) => m.summary.clone(),
+            Network::ConvRnn(m) => m.summary(),
         }
     }
 
@@ -68,6 +79,7 @@ impl Network {
     pub fn units(&self) -> usize {
         match self {
             Network::Cnn(m) => m.units(),
+            Network::ConvRnn(m) => m.units(),
         }
     }
 }
@@ -76,12 +88,14 @@ impl FeedbackNetwork for Network {
     fn feedback_layers(&self) -> Vec<(String, &dyn FeedbackLayer)> {
         match self {
             Network::Cnn(m) => m.feedback_layers(),
+            Network::ConvRnn(m) => m.feedback_layers(),
         }
     }
 
     fn feedback_layers_mut(&mut self) -> Vec<(String, &mut dyn FeedbackLayer)> {
         match self {
             Network::Cnn(m) => m.feedback_layers_mut(),
+            Network::ConvRnn(m) => m.feedback_layers_mut(),
         }
     }
 }

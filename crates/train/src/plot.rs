@@ -1,0 +1,561 @@
+//! PNG plots of a run, drawn from its `metrics.jsonl` into `runs/<name>/plots/`: training and
+//! validation loss and accuracy, and for runs whose feedback weights B are not the forward
+//! weights W, the per-layer alignment measurements (angles and norm ratio).
+//!
+//! Everything is read back from the metrics file rather than kept in memory during training,
+//! so a finished, interrupted or resumed run can be plotted at any time, by any process.
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use serde_json::{Map, Value};
+
+use crate::error::{Result, TrainError};
+use crate::metrics::read_metrics;
+use crate::run_dir::RunDir;
+
+/// The font of every label. plotters' ab_glyph text backend has no system font lookup (and the
+/// machines runs are plotted on may have no fonts installed), so the font ships with the crate.
+/// Licence: `assets/DejaVuSans-LICENSE.txt`.
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+
+/// The family name plotters asks for by default (`("sans-serif", size)` styles, tick labels).
+const FAMILY: &str = "sans-serif";
+
+/// Image size in pixels.
+const SIZE: (u32, u32) = (900, 600);
+
+/// Charts with more series than this get their legend in a panel beside the plot: a box of a
+/// dozen layer names over the lines would hide the lines.
+const INSIDE_LEGEND_MAX: usize = 4;
+
+/// Series with at most this many points also mark each point, so sparse ones (validation
+/// every few thousand steps, a run of a single logged step) stay visible.
+const MARK_POINTS_MAX: usize = 60;
+
+/// The alignment metrics with a file each, their chart title and y-axis label.
+const ALIGNMENT: [(&str, &str, &str, YAxis); 4] = [
+    ("weight_angle", "Angle between feedback B and forward W", "angle (degrees)", YAxis::Degrees),
+    ("grad_angle", "Angle between the error sent down through B and through W", "angle (degrees)", YAxis::Degrees),
+    ("true_grad_angle", "Angle between the rule's \u{3b4}x and backprop's \u{3b4}x", "angle (degrees)", YAxis::Degrees),
+    ("norm_ratio", "Norm ratio \u{2016}B\u{2016} / \u{2016}W\u{2016}", "\u{2016}B\u{2016} / \u{2016}W\u{2016}", YAxis::FromZero),
+];
+
+/// Line colours: matplotlib's `tab10`, so the first series look familiar, then darker tones
+/// (from `tab20b`/`tab20c`) that still stand out on white; beyond these, plotters' palette.
+const COLORS: [RGBColor; 20] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(57, 59, 121),
+    RGBColor(99, 121, 57),
+    RGBColor(140, 109, 49),
+    RGBColor(132, 60, 57),
+    RGBColor(123, 65, 115),
+    RGBColor(49, 130, 189),
+    RGBColor(230, 85, 13),
+    RGBColor(49, 163, 84),
+    RGBColor(117, 107, 177),
+    RGBColor(99, 99, 99),
+];
+
+/// How a chart's y range is chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum YAxis {
+    /// From 0 (or the minimum, if negative) to a little above the maximum.
+    FromZero,
+    /// 0 to 100, so accuracy curves of different runs compare at a glance.
+    Percent,
+    /// 0 to 90 (the angle of unrelated vectors), or further when an angle exceeds it.
+    Degrees,
+}
+
+/// A corner of the plot, for the legend box.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Corner {
+    UpperRight,
+    LowerRight,
+    UpperLeft,
+    LowerLeft,
+}
+
+impl Corner {
+    const ALL: [Corner; 4] = [Corner::UpperRight, Corner::LowerRight, Corner::UpperLeft, Corner::LowerLeft];
+
+    fn position(self) -> SeriesLabelPosition {
+        match self {
+            Corner::UpperRight => SeriesLabelPosition::UpperRight,
+            Corner::LowerRight => SeriesLabelPosition::LowerRight,
+            Corner::UpperLeft => SeriesLabelPosition::UpperLeft,
+            Corner::LowerLeft => SeriesLabelPosition::LowerLeft,
+        }
+    }
+
+    /// Whether the point (as fractions 0..1 of the plot's width and height, y up) lies in the
+    /// box of `w` × `h` in this corner.
+    fn covers(self, (fx, fy): (f64, f64), w: f64, h: f64) -> bool {
+        let right = matches!(self, Corner::UpperRight | Corner::LowerRight);
+        let upper = matches!(self, Corner::UpperRight | Corner::UpperLeft);
+        (if right { fx >= 1.0 - w } else { fx <= w }) && (if upper { fy >= 1.0 - h } else { fy <= h })
+    }
+}
+
+/// One line of a chart: (step, value) points in step order.
+#[derive(Debug, Clone)]
+struct Series {
+    label: String,
+    points: Vec<(f64, f64)>,
+}
+
+/// One PNG to draw.
+#[derive(Debug, Clone)]
+struct Chart {
+    /// File name without `.png`.
+    name: &'static str,
+    title: String,
+    y_label: &'static str,
+    y_axis: YAxis,
+    /// The steps shown: the whole run's for every chart, so that charts of one run line up.
+    x_range: (f64, f64),
+    /// The legend's corner when the curves leave several free: where they usually are not
+    /// (loss falls, accuracy rises).
+    legend: Corner,
+    series: Vec<Series>,
+}
+
+/// Draws the run's plots into `dir.plots()`; returns the files written.
+///
+/// `loss.png` and `accuracy.png` always (when the metrics have those values), and one file per
+/// alignment metric that some line of the metrics has. A missing or empty metrics file is an
+/// error: there is nothing to draw, and an empty plots folder would look like success.
+pub fn plot_run(dir: &RunDir) -> Result<Vec<PathBuf>> {
+    let metrics = dir.metrics();
+    let records = read_metrics(&metrics)?;
+    if records.is_empty() {
+        return Err(TrainError::Run(format!("{}: no metric records to plot", metrics.display())));
+    }
+    let charts = charts(&records);
+    if charts.is_empty() {
+        return Err(TrainError::Run(format!("{}: no loss, accuracy or alignment values to plot", metrics.display())));
+    }
+    register_font()?;
+    let plots = dir.plots();
+    std::fs::create_dir_all(&plots).map_err(|e| TrainError::io(&plots, e))?;
+    charts
+        .iter()
+        .map(|chart| {
+            let path = plots.join(format!("{}.png", chart.name));
+            draw_atomic(&path, chart).map(|()| path)
+        })
+        .collect()
+}
+
+/// The charts the records have data for, each with only its non-empty series.
+fn charts(records: &[Map<String, Value>]) -> Vec<Chart> {
+    let x_range = x_range(records.iter().filter_map(|r| r.get("step")?.as_f64()));
+    let loss = Chart {
+        name: "loss",
+        title: "Loss".into(),
+        y_label: "cross-entropy loss",
+        y_axis: YAxis::FromZero,
+        x_range,
+        legend: Corner::UpperRight,
+        series: vec![series("train", records, "loss", 1.0), series("validation", records, "val_loss", 1.0)],
+    };
+    let accuracy = Chart {
+        name: "accuracy",
+        title: "Accuracy".into(),
+        y_label: "accuracy (%)",
+        y_axis: YAxis::Percent,
+        x_range,
+        legend: Corner::LowerRight,
+        series: vec![series("train", records, "accuracy", 100.0), series("validation", records, "val_accuracy", 100.0)],
+    };
+    let alignment = ALIGNMENT.iter().map(|&(name, title, y_label, y_axis)| Chart {
+        name,
+        title: title.into(),
+        y_label,
+        y_axis,
+        x_range,
+        legend: Corner::UpperRight,
+        series: alignment_layers(records, name).into_iter().map(|layer| series(&layer, records, &alignment_key(&layer, name), 1.0)).collect(),
+    });
+    [loss, accuracy]
+        .into_iter()
+        .chain(alignment)
+        .map(|mut chart| {
+            chart.series.retain(|s| !s.points.is_empty());
+            chart
+        })
+        .filter(|chart| !chart.series.is_empty())
+        .collect()
+}
+
+/// The finite values of `key` (times `scale`) against `step`, in step order. Null (NaN) values
+/// and records without the key are left out rather than drawn as gaps: the lines join the
+/// measured points.
+fn series(label: &str, records: &[Map<String, Value>], key: &str, scale: f64) -> Series {
+    let mut points: Vec<(f64, f64)> = records
+        .iter()
+        .filter_map(|r| Some((r.get("step")?.as_f64()?, r.get(key)?.as_f64()? * scale)))
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Series { label: label.into(), points }
+}
+
+/// The key of one layer's alignment metric, the inverse of [`split_alignment_key`].
+fn alignment_key(layer: &str, metric: &str) -> String {
+    format!("alignment.{layer}.{metric}")
+}
+
+/// `alignment.<layer>.<metric>` → (layer, metric). Layer names have dots of their own
+/// (`group1.block0.conv1`), metric names none, so the metric is the last segment.
+fn split_alignment_key(key: &str) -> Option<(&str, &str)> {
+    let (layer, metric) = key.strip_prefix("alignment.")?.rsplit_once('.')?;
+    (!layer.is_empty() && !metric.is_empty()).then_some((layer, metric))
+}
+
+/// The layers that have `metric` in some record, in order of first appearance (so the legend
+/// order is stable from one plot of a run to the next).
+fn alignment_layers(records: &[Map<String, Value>], metric: &str) -> Vec<String> {
+    let mut layers: Vec<String> = Vec::new();
+    for key in records.iter().flat_map(|r| r.keys()) {
+        if let Some((layer, m)) = split_alignment_key(key)
+            && m == metric
+            && !layers.iter().any(|l| l == layer)
+        {
+            layers.push(layer.to_string());
+        }
+    }
+    layers
+}
+
+/// Registers the bundled font once per process (plotters keeps fonts in a global table).
+fn register_font() -> Result<()> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    if *REGISTERED.get_or_init(|| plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok()) {
+        Ok(())
+    } else {
+        Err(TrainError::Run("the bundled plot font (DejaVuSans.ttf) does not load".into()))
+    }
+}
+
+/// Draws `chart` to a temporary file beside `path`, then renames it over `path`: a reader (or a
+/// crash mid-draw) never sees half a PNG.
+fn draw_atomic(path: &Path, chart: &Chart) -> Result<()> {
+    let tmp = temp_path(path);
+    let result = draw(&tmp, chart)
+        .map_err(|e| TrainError::io(path, e))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A hidden name in the same folder (so the rename stays on one file system), unique within
+/// the process, and ending in `.png` because the encoder picks the format from the extension.
+fn temp_path(path: &Path) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plot");
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{stem}.tmp-{}-{n}.png", std::process::id()))
+}
+
+/// Renders `chart` as a PNG at `path`.
+fn draw(path: &Path, chart: &Chart) -> std::result::Result<(), Box<dyn Error>> {
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let side_legend = chart.series.len() > INSIDE_LEGEND_MAX;
+    let plot_area = if side_legend {
+        let (plot, legend) = root.split_horizontally(SIZE.0.saturating_sub(legend_width(&chart.series)));
+        draw_side_legend(&legend, &chart.series)?;
+        plot
+    } else {
+        root.clone()
+    };
+    let (x0, x1) = chart.x_range;
+    let (y0, y1) = y_range(chart.y_axis, &chart.series);
+    let mut cc = ChartBuilder::on(&plot_area)
+        .caption(&chart.title, (FAMILY, 24))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x0..x1, y0..y1)?;
+    cc.configure_mesh()
+        .x_desc("step")
+        .y_desc(chart.y_label)
+        .label_style((FAMILY, 14))
+        .axis_desc_style((FAMILY, 16))
+        .x_label_formatter(&|v| tick_label(*v))
+        .y_label_formatter(&|v| tick_label(*v))
+        .light_line_style(WHITE)
+        .draw()?;
+    for (i, s) in chart.series.iter().enumerate() {
+        let style = color(i).stroke_width(2);
+        let line = LineSeries::new(s.points.iter().copied(), style);
+        let line = if s.points.len() <= MARK_POINTS_MAX { line.point_size(3) } else { line };
+        let drawn = cc.draw_series(line)?;
+        if !side_legend {
+            drawn.label(s.label.as_str()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+        }
+    }
+    if !side_legend {
+        cc.configure_series_labels()
+            .position(legend_corner(chart.legend, &chart.series, (x0, x1), (y0, y1)).position())
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(160, 160, 160))
+            .label_font((FAMILY, 15))
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// The corner whose legend box would hide the least of the curves; `preferred` on a tie. Points
+/// along each segment are sampled too, so a sparse series crossing a corner counts.
+fn legend_corner(preferred: Corner, series: &[Series], (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> Corner {
+    // The box's share of the plot: about a third of its width, and a row of ~22 px per series
+    // of its ~480 px height.
+    let w = 0.33;
+    let h = ((series.len() as f64 * 22.0 + 20.0) / 480.0).min(1.0);
+    let fraction = |(x, y): (f64, f64)| ((x - x0) / (x1 - x0), (y - y0) / (y1 - y0));
+    let samples: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| {
+            let segments = s.points.windows(2).flat_map(|p| (1..8).map(move |k| lerp(p[0], p[1], k as f64 / 8.0)));
+            s.points.iter().copied().chain(segments)
+        })
+        .map(fraction)
+        .collect();
+    let hidden = |c: Corner| samples.iter().filter(|&&p| c.covers(p, w, h)).count();
+    std::iter::once(preferred).chain(Corner::ALL).min_by_key(|&c| hidden(c)).unwrap_or(preferred)
+}
+
+fn lerp(a: (f64, f64), b: (f64, f64), t: f64) -> (f64, f64) {
+    (a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1))
+}
+
+/// A tick value without trailing zeros ("200", not "200.0"; "0.25"), at most four decimals,
+/// which also hides float noise such as 0.30000000000000004.
+fn tick_label(v: f64) -> String {
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.into() }
+}
+
+/// The colour of the `i`-th series.
+fn color(i: usize) -> RGBColor {
+    COLORS.get(i).copied().unwrap_or_else(|| {
+        let RGBAColor(r, g, b, _) = Palette99::pick(i).to_rgba();
+        RGBColor(r, g, b)
+    })
+}
+
+/// Width of the side legend panel: room for the longest label (about 8 px a character at the
+/// legend's font size), within bounds that leave the plot most of the image.
+fn legend_width(series: &[Series]) -> u32 {
+    let longest = series.iter().map(|s| s.label.chars().count()).max().unwrap_or(0) as u32;
+    (50 + 8 * longest).clamp(120, SIZE.0 / 3)
+}
+
+/// The side legend: one row per series, rows shrinking (with the font) when there are more
+/// series than fit at full size.
+fn draw_side_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, series: &[Series]) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    const TOP: i32 = 60;
+    let (_, height) = area.dim_in_pixel();
+    let available = (height as i32 - TOP - 10).max(1);
+    let row = (available / series.len().max(1) as i32).clamp(6, 22);
+    let font_size = (row - 4).clamp(6, 15);
+    let style = TextStyle::from((FAMILY, font_size).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    for (i, s) in series.iter().enumerate() {
+        let y = TOP + i as i32 * row;
+        area.draw(&PathElement::new(vec![(6, y), (30, y)], color(i).stroke_width(2)))?;
+        area.draw(&Text::new(s.label.as_str(), (36, y), style.clone()))?;
+    }
+    Ok(())
+}
+
+/// Steps from 0 (training starts there) to a little past the last one logged, so the last
+/// point's marker is not cut in half by the frame.
+fn x_range(steps: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = bounds(steps);
+    let lo = lo.min(0.0);
+    if hi > lo { (lo, hi + 0.02 * (hi - lo)) } else { (lo, lo + 1.0) }
+}
+
+/// The y range for `axis`, always non-empty.
+fn y_range(axis: YAxis, series: &[Series]) -> (f64, f64) {
+    let (lo, hi) = bounds(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
+    match axis {
+        YAxis::Percent => (lo.min(0.0), hi.max(100.0)),
+        YAxis::Degrees => (lo.min(0.0), if hi > 90.0 { (hi / 5.0).ceil() * 5.0 } else { 90.0 }),
+        YAxis::FromZero => {
+            let lo = lo.min(0.0);
+            let span = hi - lo;
+            if span > 0.0 { (lo, hi + 0.05 * span) } else { (lo, lo + 1.0) }
+        }
+    }
+}
+
+/// (min, max) of finite values; (0, 0) when there are none.
+fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values
+        .filter(|v| v.is_finite())
+        .fold(None, |acc: Option<(f64, f64)>, v| Some(acc.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v)))))
+        .unwrap_or((0.0, 0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh run directory under the system temp folder, unique to this process and test.
+    fn temp_run(tag: &str) -> RunDir {
+        let root = std::env::temp_dir().join(format!("plastic-plot-test-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        RunDir::new(root)
+    }
+
+    fn write_metrics(dir: &RunDir, lines: &[String]) {
+        std::fs::write(dir.metrics(), lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    }
+
+    /// Train lines every 10 steps, a validation value every 50; alignment keys when `layers`.
+    fn synthetic(layers: &[&str]) -> Vec<String> {
+        (1..=20)
+            .map(|i| {
+                let step = i * 10;
+                let mut r = Map::new();
+                r.insert("step".into(), step.into());
+                r.insert("epoch".into(), (step as f64 / 100.0).into());
+                r.insert("loss".into(), (2.3 / (1.0 + i as f64 * 0.2)).into());
+                r.insert("accuracy".into(), (0.1 + 0.04 * i as f64).into());
+                r.insert("lr".into(), 0.1.into());
+                r.insert("images_per_second".into(), 1000.0.into());
+                if step % 50 == 0 {
+                    r.insert("val_loss".into(), (2.4 / (1.0 + i as f64 * 0.2)).into());
+                    r.insert("val_accuracy".into(), (0.1 + 0.035 * i as f64).into());
+                    r.insert("val_top5".into(), 0.9.into());
+                }
+                for (j, layer) in layers.iter().enumerate() {
+                    let angle = 92.0 - 3.0 * i as f64 - j as f64;
+                    r.insert(alignment_key(layer, "weight_angle"), if i == 3 { Value::Null } else { angle.into() });
+                    r.insert(alignment_key(layer, "norm_ratio"), (1.0 + 0.01 * i as f64).into());
+                    if j > 0 {
+                        r.insert(alignment_key(layer, "grad_angle"), (angle - 5.0).into());
+                    }
+                }
+                Value::Object(r).to_string()
+            })
+            .collect()
+    }
+
+    fn assert_png(path: &Path) {
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{} is not a PNG", path.display());
+        assert!(bytes.len() > 4096, "{} is only {} bytes", path.display(), bytes.len());
+    }
+
+    #[test]
+    fn plot_run_draws_loss_and_accuracy_only_without_alignment() {
+        let dir = temp_run("plain");
+        write_metrics(&dir, &synthetic(&[]));
+        let written = plot_run(&dir).unwrap();
+        assert_eq!(written, vec![dir.plots().join("loss.png"), dir.plots().join("accuracy.png")]);
+        for path in &written {
+            assert_png(path);
+        }
+        assert!(!dir.plots().join("weight_angle.png").exists());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.plots()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
+        assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
+        let _ = std::fs::remove_dir_all(&dir.root);
+    }
+
+    #[test]
+    fn plot_run_draws_one_file_per_alignment_metric_present() {
+        let dir = temp_run("alignment");
+        let layers = ["stem.conv", "group1.block0.conv1", "group1.block0.conv2", "group2.block0.conv1", "group2.block0.shortcut", "fc"];
+        write_metrics(&dir, &synthetic(&layers));
+        let written = plot_run(&dir).unwrap();
+        let names: Vec<_> = written.iter().filter_map(|p| p.file_name()?.to_str()).collect();
+        assert_eq!(names, ["loss.png", "accuracy.png", "weight_angle.png", "grad_angle.png", "norm_ratio.png"]);
+        for path in &written {
+            assert_png(path);
+        }
+        assert!(!dir.plots().join("true_grad_angle.png").exists());
+        let _ = std::fs::remove_dir_all(&dir.root);
+    }
+
+    #[test]
+    fn plot_run_fails_on_missing_or_empty_metrics() {
+        let dir = temp_run("empty");
+        let missing = plot_run(&dir).unwrap_err().to_string();
+        assert!(missing.contains("metrics.jsonl") && !missing.contains('\n'), "{missing}");
+        std::fs::write(dir.metrics(), "").unwrap();
+        let empty = plot_run(&dir).unwrap_err().to_string();
+        assert!(empty.contains("no metric records") && !empty.contains('\n'), "{empty}");
+        write_metrics(&dir, &[r#"{"step": 1, "lr": 0.1}"#.into()]);
+        let nothing = plot_run(&dir).unwrap_err().to_string();
+        assert!(nothing.contains("no loss"), "{nothing}");
+        assert!(!dir.plots().exists());
+        let _ = std::fs::remove_dir_all(&dir.root);
+    }
+
+    #[test]
+    fn alignment_keys_split_at_the_last_dot() {
+        assert_eq!(split_alignment_key("alignment.group1.block0.conv1.weight_angle"), Some(("group1.block0.conv1", "weight_angle")));
+        assert_eq!(split_alignment_key("alignment.fc3.norm_ratio"), Some(("fc3", "norm_ratio")));
+        assert_eq!(split_alignment_key("alignment.weight_angle"), None);
+        assert_eq!(split_alignment_key("val_loss"), None);
+    }
+
+    #[test]
+    fn legend_goes_to_the_freest_corner() {
+        let falling = [Series { label: "a".into(), points: vec![(0.0, 10.0), (10.0, 1.0)] }];
+        assert_eq!(legend_corner(Corner::UpperRight, &falling, (0.0, 10.0), (0.0, 10.0)), Corner::UpperRight);
+        let flat_top = [Series { label: "a".into(), points: vec![(0.0, 9.5), (10.0, 9.5)] }];
+        assert_eq!(legend_corner(Corner::UpperRight, &flat_top, (0.0, 10.0), (0.0, 10.0)), Corner::LowerRight);
+    }
+
+    #[test]
+    fn tick_labels_drop_trailing_zeros() {
+        assert_eq!(tick_label(200.0), "200");
+        assert_eq!(tick_label(0.1 + 0.2), "0.3");
+        assert_eq!(tick_label(2.5), "2.5");
+        assert_eq!(tick_label(0.0), "0");
+        assert_eq!(tick_label(-0.00001), "0");
+    }
+
+    #[test]
+    fn null_values_are_skipped_and_ranges_stay_non_empty() {
+        let records: Vec<Map<String, Value>> = [r#"{"step": 5, "loss": null}"#, r#"{"step": 6, "loss": 0.5}"#, r#"{"loss": 0.1}"#]
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok()?.as_object().cloned())
+            .collect();
+        let s = series("train", &records, "loss", 1.0);
+        assert_eq!(s.points, vec![(6.0, 0.5)]);
+        let one = [s];
+        let (x0, x1) = x_range(one[0].points.iter().map(|p| p.0));
+        assert!(x0 == 0.0 && (x1 - 6.12).abs() < 1e-9, "{x0}..{x1}");
+        let (lo, hi) = y_range(YAxis::FromZero, &one);
+        assert!(lo == 0.0 && hi > 0.5);
+        assert_eq!(y_range(YAxis::Degrees, &[Series { label: "a".into(), points: vec![(1.0, 93.0)] }]), (0.0, 95.0));
+        assert_eq!(y_range(YAxis::FromZero, &[]), (0.0, 1.0));
+    }
+}
