@@ -416,12 +416,16 @@ impl ConvRnn {
         let mut outputs: Vec<Tensor<4>> = self.layers.iter().map(|l| zeros(l.wiring.channels, l.wiring.output_size)).collect();
         let mut states: Vec<CellState> = self.layers.iter().map(|l| l.cell.zero_state(n, l.wiring.channels, l.wiring.cell_size, &device)).collect();
         let blank = images.clone().ones_like() * self.plan.blank as f64;
+        let readout = |outputs: &[Tensor<4>]| {
+            let last = outputs.last().expect("at least one layer").clone();
+            self.readout.forward(last.mean_dim(3).mean_dim(2).flatten(1, 3))
+        };
+        // The readout reads the last layer's output of the previous step.
         let mut logits = Vec::with_capacity(self.plan.times);
+        logits.push(readout(&outputs));
         let mut recorded = record_layers.then(Vec::new);
         for t in 0..self.plan.times {
             let frame = if t < self.plan.image_off { images.clone() } else { blank.clone() };
-            let last = outputs.last().expect("at least one layer").clone();
-            logits.push(self.readout.forward(last.mean_dim(3).mean_dim(2).flatten(1, 3)));
             let mut next = Vec::with_capacity(self.layers.len());
             for (i, layer) in self.layers.iter().enumerate() {
                 let w = &layer.wiring;
@@ -434,13 +438,19 @@ impl ConvRnn {
                 states[i] = state;
                 next.push(out);
             }
-            outputs = next;
-            if self.plan.truncate_every > 0 && (t + 1) % self.plan.truncate_every == 0 {
-                outputs = outputs.into_iter().map(Tensor::detach).collect();
-                states = states.into_iter().map(CellState::detach).collect();
+            if t + 1 < self.plan.times {
+                // Before any truncation: the loss at t + 1 reaches back through step t.
+                logits.push(readout(&next));
             }
+            outputs = next;
             if let Some(r) = &mut recorded {
                 r.push(outputs.clone());
+            }
+            if self.plan.truncate_every > 0 && (t + 1) % self.plan.truncate_every == 0 {
+                // Truncated backprop through time: what crosses into the next step no longer
+                // carries a gradient path to the steps before.
+                outputs = outputs.into_iter().map(Tensor::detach).collect();
+                states = states.into_iter().map(CellState::detach).collect();
             }
         }
         Unrolled { logits, layer_outputs: recorded }
@@ -544,3 +554,6 @@ impl FeedbackNetwork for ConvRnn {
         out
     }
 }
+
+#[cfg(test)]
+mod tests;
