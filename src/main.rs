@@ -62,6 +62,14 @@ enum Command {
         split: String,
         #[arg(long, default_value = "cpu")]
         device: DeviceChoice,
+        /// ConvRNNs: write the readout's per-step outputs (CSV) for the first --examples images.
+        #[arg(long)]
+        per_step: bool,
+        #[arg(long, default_value_t = 256)]
+        examples: usize,
+        /// Where --per-step writes (default: runs/<name>/per_step.csv).
+        #[arg(long)]
+        output: Option<PathBuf>,
     },
     /// Export a run's weights to safetensors with PyTorch names and layouts.
     Export {
@@ -143,7 +151,7 @@ fn run(cli: Cli) -> Result<(), TrainError> {
             plastic_train::train(&config, &splits, &options, &mut ProgressReporter::new())?;
             Ok(())
         }
-        Command::Eval { run, checkpoint, split, device } => {
+        Command::Eval { run, checkpoint, split, device, per_step, examples, output } => {
             let device = select(device)?;
             let loaded = plastic_train::checkpoint::load_run(&RunDir::new(&run), checkpoint.as_deref(), &device.device)?;
             let set = match split.as_str() {
@@ -152,6 +160,12 @@ fn run(cli: Cli) -> Result<(), TrainError> {
                 "train" => &*loaded.splits.train,
                 other => return Err(TrainError::Config(format!("--split {other:?}: expected test, validation or train"))),
             };
+            if per_step {
+                let csv = plastic_train::eval::per_step_csv(&loaded.model, set, &loaded.splits.normalization, loaded.config.train.eval_batch_size, examples, &device.device)?;
+                let output = output.unwrap_or_else(|| run.join("per_step.csv"));
+                plastic_train::store::write_atomic(&output, csv.as_bytes())?;
+                eprintln!("wrote {}", output.display());
+            }
             let r = plastic_train::eval::evaluate(&loaded.model, set, &loaded.splits.normalization, loaded.config.train.eval_batch_size, &device.device);
             let line = serde_json::json!({
                 "run": run.display().to_string(), "checkpoint": loaded.checkpoint.display().to_string(), "step": loaded.step,

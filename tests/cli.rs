@@ -259,3 +259,31 @@ fn wgpu_trains_a_step() {
     assert_eq!(summary["device"], "wgpu");
     assert_eq!(summary["steps"], 2);
 }
+
+#[test]
+fn convrnn_quickstart_learns_on_a_reduced_budget_and_writes_per_step_outputs() {
+    let out = temp_dir("convrnn");
+    let o = run(plastic()
+        .args(["train", "--device", "cpu", "--config", "configs/convrnn_quickstart.toml", "--set", "train.steps=100", "--set", "train.warmup_steps=10", "--out"])
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run_dir = out.join("convrnn-quickstart");
+    let acc = json(&run_dir.join("summary.json"))["test_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.5, "ConvRNN test accuracy {acc} after 100 steps (chance 0.1)");
+
+    let o = run(plastic().args(["eval", "--per-step", "--examples", "4", "--run"]).arg(&run_dir));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(run_dir.join("per_step.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows[0], "example,label,step,prediction,confidence,p_label");
+    assert_eq!(rows.len(), 1 + 4 * 7, "4 examples × 7 steps");
+    // Before the signal reaches the readout (step 3) the output cannot depend on the image.
+    let p_label = |example: usize, step: usize| -> f64 { rows[1 + example * 7 + step].split(',').nth(5).unwrap().parse().unwrap() };
+    let conf = |example: usize, step: usize| -> f64 { rows[1 + example * 7 + step].split(',').nth(4).unwrap().parse().unwrap() };
+    assert_eq!(conf(0, 2), conf(1, 2));
+    assert!((0..4).any(|e| p_label(e, 6) > 0.5));
+
+    let o = run(plastic().args(["plot", "--run"]).arg(&run_dir));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(run_dir.join("plots/loss.png").exists() && run_dir.join("plots/accuracy.png").exists());
+}

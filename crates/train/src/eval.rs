@@ -4,6 +4,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use plastic_data::{Batch, ImageSet, Normalization, eval_batches};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Result, TrainError};
 use crate::network::Network;
 
 /// Results on one split.
@@ -57,6 +58,38 @@ pub fn evaluate(model: &Network, set: &ImageSet, norm: &Normalization, batch_siz
     }
     let n = set.len().max(1) as f64;
     EvalResult { loss: loss / n, accuracy: top1 as f64 / n, top5: top5 as f64 / n, examples: set.len() }
+}
+
+/// Per-step readout outputs of a ConvRNN on the first `limit` images of `set`, as CSV rows
+/// `example,label,step,prediction,confidence,p_label` (softmax probabilities), so users can
+/// compute object solution times (the first step at which an image is solved and stays so).
+pub fn per_step_csv(model: &Network, set: &ImageSet, norm: &Normalization, batch_size: usize, limit: usize, device: &Device) -> Result<String> {
+    let Network::ConvRnn(rnn) = burn::module::Module::valid(model) else {
+        return Err(TrainError::Run("--per-step needs a ConvRNN (model.kind = \"convrnn\")".into()));
+    };
+    let device = device.clone().without_autodiff();
+    let probe = set.select(&(0..limit.min(set.len())).collect::<Vec<_>>());
+    let classes = probe.num_classes();
+    let mut csv = String::from("example,label,step,prediction,confidence,p_label\n");
+    let mut example = 0;
+    for batch in eval_batches(&probe, batch_size, norm) {
+        let (images, _) = batch_tensors(&batch, &device);
+        let unrolled = rnn.forward(images, false);
+        let steps: Vec<Vec<f32>> = unrolled
+            .logits
+            .into_iter()
+            .map(|l| burn::tensor::activation::softmax(l, 1).into_data().try_into_vec_as::<f32>().expect("floats"))
+            .collect();
+        for (i, &label) in batch.labels.iter().enumerate() {
+            for (t, probs) in steps.iter().enumerate() {
+                let row = &probs[i * classes..(i + 1) * classes];
+                let (pred, conf) = row.iter().enumerate().fold((0, f32::MIN), |best, (k, &p)| if p > best.1 { (k, p) } else { best });
+                csv.push_str(&format!("{},{label},{t},{pred},{conf},{}\n", example + i, row[label as usize]));
+            }
+        }
+        example += batch.len();
+    }
+    Ok(csv)
 }
 
 #[cfg(test)]

@@ -130,3 +130,36 @@ pub fn parameter_counts<M: Module>(model: &M) -> (usize, usize) {
     model.visit(&mut c);
     (c.forward, c.feedback)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ModelKind, RunConfig};
+
+    /// Every config in `configs/` parses; every model builds and maps a batch to class logits
+    /// (ConvRNNs at 1/16 width and 64 px, every step).
+    #[test]
+    fn every_preset_builds_and_has_the_right_shapes() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let config = RunConfig::load(&path, &["model.convrnn.width=0.0625".into()]).or_else(|_| RunConfig::load(&path, &[]));
+            let config = config.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let device = Device::flex();
+            let input = match (config.model.kind, config.data.kind) {
+                (ModelKind::Convrnn, plastic_data::DataKind::ImageFolder) => [3, 64, 64],
+                _ => plastic_data::open(&config.data).unwrap().shape(),
+            };
+            let model = Network::build(&config, input, 7, &device).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let out = model.forward(Tensor::zeros([2, input[0], input[1], input[2]], &device));
+            assert_eq!(out.logits.dims(), [2, 7], "{}", path.display());
+            if let (Network::ConvRnn(m), Some(c)) = (&model, &config.model.convrnn) {
+                assert_eq!(out.loss_logits.len(), c.times - c.layers.len(), "{}", path.display());
+                assert_eq!(m.forward(Tensor::zeros([1, input[0], input[1], input[2]], &device), false).logits.len(), c.times);
+            }
+            seen += 1;
+        }
+        assert!(seen >= 17, "only {seen} configs");
+    }
+}
