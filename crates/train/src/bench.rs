@@ -24,14 +24,17 @@ pub struct BenchResult {
     pub device: String,
     pub batch: usize,
     pub input: [usize; 3],
+    /// ConvRNNs: time steps of the unroll.
+    pub times: Option<usize>,
     pub params: usize,
     /// Median training-step time (forward, backward, optimiser step), milliseconds.
     pub step_ms: f64,
     pub images_per_second: f64,
     /// Median step time divided by backprop's on the same model, device and process.
     pub ratio_to_backprop: Option<f64>,
-    /// Peak memory of the step, MiB: resident set of the process on the CPU, the device pool's
-    /// bytes in use on a GPU (after the forward pass, when activations peak).
+    /// Peak memory of the step, MiB: on the CPU the peak resident set of the whole process
+    /// while the case warms up (every case's model is alive); on a GPU the device pool's bytes
+    /// in use after the forward pass, when activations peak.
     pub peak_memory_mib: Option<f64>,
 }
 
@@ -158,6 +161,7 @@ pub fn bench_rules(config: &RunConfig, rules: &[RuleKind], plan: &BenchPlan, dev
             device: device_name.into(),
             batch: plan.batch,
             input: plan.input,
+            times: config.model.convrnn.as_ref().map(|c| c.times),
             params,
             step_ms: 1e3 * t,
             images_per_second: plan.batch as f64 / t,

@@ -253,6 +253,8 @@ pub fn train(config: &RunConfig, splits: &Splits, options: &TrainOptions, observ
     let mut window = Window::new();
     let mut last_train = (f64::NAN, f64::NAN);
     let mut last_validation: Option<EvalResult> = None;
+    // The alignment keys of the latest log line (the taps hand each measurement out once).
+    let mut last_alignment = Map::new();
     let mut stream = loader.stream(step);
     let batch_size = loader.batch_size();
     while step < total {
@@ -306,6 +308,9 @@ pub fn train(config: &RunConfig, splits: &Splits, options: &TrainOptions, observ
                 record.insert("images_per_second".into(), number(ips));
                 if any_feedback {
                     alignment_record(&model, &mut record);
+                    for (k, v) in record.iter().filter(|(k, _)| k.starts_with("alignment.")) {
+                        last_alignment.insert(k.clone(), v.clone());
+                    }
                 }
             }
             if is_eval {
@@ -343,13 +348,10 @@ pub fn train(config: &RunConfig, splits: &Splits, options: &TrainOptions, observ
         None => None,
     };
     let test = evaluate(&model, &splits.test, &splits.normalization, config.train.eval_batch_size, &device);
-    let mut alignment = Map::new();
-    if any_feedback {
-        alignment_record(&model, &mut alignment);
-        // The first layer's B never carries an error; it stays out of summaries.
-        if let Some((first, _)) = model.feedback_layers().first() {
-            alignment.retain(|k, _| !k.starts_with(&format!("alignment.{first}.")));
-        }
+    let mut alignment = last_alignment;
+    // The first layer's B never carries an error; it stays out of summaries.
+    if let Some((first, _)) = model.feedback_layers().first() {
+        alignment.retain(|k, _| !k.starts_with(&format!("alignment.{first}.")));
     }
     let summary = Summary {
         name: config.name.clone(),
