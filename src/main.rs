@@ -152,6 +152,7 @@ fn run(cli: Cli) -> Result<(), TrainError> {
             Ok(())
         }
         Command::Eval { run, checkpoint, split, device, per_step, examples, output } => {
+            plastic_train::set_threads(0);
             let device = select(device)?;
             let loaded = plastic_train::checkpoint::load_run(&RunDir::new(&run), checkpoint.as_deref(), &device.device)?;
             let set = match split.as_str() {
@@ -175,6 +176,7 @@ fn run(cli: Cli) -> Result<(), TrainError> {
             Ok(())
         }
         Command::Export { run, checkpoint, output } => {
+            plastic_train::set_threads(0);
             let dir = RunDir::new(&run);
             let loaded = plastic_train::checkpoint::load_run(&dir, checkpoint.as_deref(), &burn::tensor::Device::flex())?;
             let output = output.unwrap_or_else(|| dir.root.join("model.safetensors"));
@@ -225,6 +227,7 @@ fn run(cli: Cli) -> Result<(), TrainError> {
         }
         Command::Inspect { config } => {
             let config = load_config(&config)?;
+            plastic_train::set_threads(0);
             let splits = plastic_data::open(&config.data)?;
             let device = burn::tensor::Device::flex();
             let model = plastic_train::Network::build(&config, splits.shape(), splits.num_classes(), &device)?;

@@ -318,20 +318,10 @@ fn config_errors_name_the_offending_key() {
     assert!(even.validate().unwrap_err().contains("gate_kernel"));
 }
 
-/// The wgpu device, or `None` (with a note) when no adapter exists and wgpu is not required.
-fn wgpu_device() -> Option<Device> {
-    let required = std::env::var("PLASTIC_REQUIRE_WGPU").is_ok_and(|v| v == "1");
-    if Device::enumerate(burn::tensor::DeviceType::Wgpu).is_empty() {
-        assert!(!required, "PLASTIC_REQUIRE_WGPU=1 but no wgpu adapter was found");
-        eprintln!("SKIPPED: no wgpu adapter on this machine");
-        return None;
-    }
-    Some(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
-}
 
 #[test]
 fn wgpu_resize_forward_and_backward_agree_with_flex() {
-    let Some(gpu) = wgpu_device() else { return };
+    let Some(gpu) = plastic_rules::testing::wgpu_test_device() else { return };
     let run = |device: &Device| {
         let ad = device.clone().autodiff();
         let x = Tensor::from_inner(random([2, 3, 4, 5], 7, device)).require_grad();
@@ -348,5 +338,45 @@ fn wgpu_resize_forward_and_backward_agree_with_flex() {
     for ((y_cpu, g_cpu), (y_gpu, g_gpu)) in run(&Device::flex()).into_iter().zip(run(&gpu)) {
         assert!(y_cpu.iter().zip(&y_gpu).all(|(a, b)| (a - b).abs() < 1e-5));
         assert!(g_cpu.iter().zip(&g_gpu).all(|(a, b)| (a - b).abs() < 1e-5));
+    }
+}
+
+/// With every B set to its W, a ConvRNN trained by feedback alignment has exactly backprop's
+/// gradients: the model-level version of the op's B = W test, through the whole unroll.
+#[test]
+fn with_b_equal_to_w_feedback_alignment_equals_backprop_through_the_unroll() {
+    let device = Device::flex().autodiff();
+    let c = config(
+        r#"
+        times = 5
+        [[layers]]
+        name = "l0"
+        channels = 4
+        [[layers]]
+        name = "l1"
+        channels = 4
+        pool = 2
+        cell = { kind = "rgc" }
+        [[edges]]
+        from = "l1"
+        to = "l0"
+        "#,
+    );
+    let bp = c.init([1, 6, 6], 5, &RuleConfig::default(), (0, 1), &device).unwrap();
+    let mut fa = c.init([1, 6, 6], 5, &RuleConfig { kind: RuleKind::FeedbackAlignment, ..Default::default() }, (0, 1), &device).unwrap();
+    for (_, layer) in fa.feedback_layers_mut() {
+        layer.set_feedback_to_weight();
+    }
+    let x = Tensor::from_inner(random([2, 1, 6, 6], 3, &device.clone().without_autodiff()));
+    let grads = |m: &ConvRnn| {
+        let out = m.forward(x.clone(), false);
+        let loss = m.loss_logits(&out).into_iter().map(|l| (l.clone() * l).sum()).reduce(|a, b| a + b).unwrap();
+        let g = loss.backward();
+        m.feedback_layers().into_iter().map(|(n, l)| (n, l.weight_grad(&g))).collect::<Vec<_>>()
+    };
+    for ((name, a), (_, b)) in grads(&bp).into_iter().zip(grads(&fa)) {
+        let (a, b) = (a.expect("BP weight grad"), b.expect("FA weight grad"));
+        let d = (a.clone() - b).abs().max().into_scalar::<f64>();
+        assert!(d <= 1e-5 * a.abs().max().into_scalar::<f64>().max(1e-6), "{name}: {d}");
     }
 }

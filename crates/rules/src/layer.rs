@@ -20,6 +20,10 @@ pub trait FeedbackLayer {
     /// One weight-mirror step on white noise (Akrout et al. 2019), for rules whose B learns
     /// from noise; a no-op for the others. `step` seeds the noise.
     fn mirror_step(&mut self, settings: &MirrorSettings, step: u64);
+    /// Sets a stored B to W (tests of the "B = W equals backprop" kind); no-op without one.
+    fn set_feedback_to_weight(&mut self);
+    /// W's gradient in `grads`, flattened.
+    fn weight_grad(&self, grads: &burn::tensor::Gradients) -> Option<Tensor<1>>;
 }
 
 /// Settings of Akrout's mirror mode (see [`crate::rule::MirrorSource::Noise`]).

@@ -31,6 +31,8 @@ pub mod ops;
 pub mod rule;
 pub mod source;
 pub mod tap;
+#[doc(hidden)]
+pub mod testing;
 
 pub use conv2d::{FeedbackConv2d, FeedbackConv2dConfig, replace_value};
 pub use init::{LayerSeeds, WeightInit};

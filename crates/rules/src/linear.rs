@@ -118,6 +118,16 @@ impl FeedbackLayer for FeedbackLinear {
         self.feedback_tensor(&w).inner().flatten(0, 1)
     }
 
+    fn set_feedback_to_weight(&mut self) {
+        if let Some(b) = self.feedback.take() {
+            self.feedback = Some(replace_value(b, self.weight.val().inner(), self.weight.val().is_autodiff()));
+        }
+    }
+
+    fn weight_grad(&self, grads: &burn::tensor::Gradients) -> Option<Tensor<1>> {
+        self.weight.grad(grads).map(|g| g.flatten(0, 1))
+    }
+
     fn mirror_step(&mut self, settings: &MirrorSettings, step: u64) {
         if !self.rule.mirrors_noise() {
             return;

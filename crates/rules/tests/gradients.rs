@@ -409,22 +409,11 @@ fn dynamics_kolen_pollack_brings_b_to_w() {
     assert!(gap < 1e-3 * gap0.abs().max().into_scalar::<f64>(), "‖W − B‖∞ = {gap}");
 }
 
-/// The wgpu device, or `None` (with a note) when no adapter exists and wgpu is not required.
-fn wgpu_device() -> Option<Device> {
-    let required = std::env::var("PLASTIC_REQUIRE_WGPU").is_ok_and(|v| v == "1");
-    let adapters = Device::enumerate(burn::tensor::DeviceType::Wgpu);
-    if adapters.is_empty() {
-        assert!(!required, "PLASTIC_REQUIRE_WGPU=1 but no wgpu adapter was found (install mesa-vulkan-drivers)");
-        eprintln!("SKIPPED: no wgpu adapter on this machine (set PLASTIC_REQUIRE_WGPU=1 to make this a failure)");
-        return None;
-    }
-    Some(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
-}
 
 /// One small Linear and one small Conv2d case per rule family, on wgpu.
 #[test]
 fn wgpu_small_cases_per_rule_family() {
-    let Some(device) = wgpu_device() else { return };
+    let Some(device) = plastic_rules::testing::wgpu_test_device() else { return };
     let families = [LayerRule::FeedbackAlignment, LayerRule::KolenPollack, LayerRule::InformationAlignment { alpha: 1.0, beta: 0.5, gamma: 0.5 }];
     let small: Geometry = (2, 3, 3, 2, 1, 1, 1, 5, 5);
     conv_rules_equal_backprop_when_b_is_w(&device, &[small], &families);

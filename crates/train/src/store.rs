@@ -83,11 +83,17 @@ pub fn sync_running_state<M: Module>(model: &M) {
 
 /// Every float parameter (and BatchNorm running statistic) of `model`, by path.
 pub fn module_tensors<M: Module>(model: &M) -> BTreeMap<String, HostTensor> {
-    struct Collect {
+    module_tensors_where(model, |_| true)
+}
+
+/// The parameters whose path satisfies `keep`.
+pub fn module_tensors_where<M: Module>(model: &M, keep: impl Fn(&str) -> bool) -> BTreeMap<String, HostTensor> {
+    struct Collect<F> {
         path: Vec<String>,
+        keep: F,
         out: BTreeMap<String, HostTensor>,
     }
-    impl ModuleVisitor for Collect {
+    impl<F: Fn(&str) -> bool> ModuleVisitor for Collect<F> {
         fn enter_module(&mut self, name: &str, _: &str) {
             self.path.push(name.to_string());
         }
@@ -95,11 +101,14 @@ pub fn module_tensors<M: Module>(model: &M) -> BTreeMap<String, HostTensor> {
             self.path.pop();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.out.insert(self.path.join("."), HostTensor::from_tensor(param.val().inner()));
+            let path = self.path.join(".");
+            if (self.keep)(&path) {
+                self.out.insert(path, HostTensor::from_tensor(param.val().inner()));
+            }
         }
     }
     sync_running_state(model);
-    let mut c = Collect { path: Vec::new(), out: BTreeMap::new() };
+    let mut c = Collect { path: Vec::new(), keep, out: BTreeMap::new() };
     model.visit(&mut c);
     c.out
 }
@@ -107,12 +116,18 @@ pub fn module_tensors<M: Module>(model: &M) -> BTreeMap<String, HostTensor> {
 /// Replaces every parameter of `model` by the tensor of the same path. Every parameter must
 /// be present with the same shape; the ids and require-grad flags of `model` are kept.
 pub fn load_module_tensors<M: Module>(model: M, tensors: &BTreeMap<String, HostTensor>, path: &Path) -> Result<M> {
-    struct Load<'a> {
+    load_module_tensors_where(model, tensors, path, |_| true)
+}
+
+/// As [`load_module_tensors`], for the parameters whose path satisfies `select` only.
+pub fn load_module_tensors_where<M: Module>(model: M, tensors: &BTreeMap<String, HostTensor>, path: &Path, select: impl Fn(&str) -> bool) -> Result<M> {
+    struct Load<'a, F> {
         path: Vec<String>,
         tensors: &'a BTreeMap<String, HostTensor>,
+        select: F,
         errors: Vec<String>,
     }
-    impl ModuleMapper for Load<'_> {
+    impl<F: Fn(&str) -> bool> ModuleMapper for Load<'_, F> {
         fn enter_module(&mut self, name: &str, _: &str) {
             self.path.push(name.to_string());
         }
@@ -121,6 +136,9 @@ pub fn load_module_tensors<M: Module>(model: M, tensors: &BTreeMap<String, HostT
         }
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
             let name = self.path.join(".");
+            if !(self.select)(&name) {
+                return param;
+            }
             let current = param.val();
             match self.tensors.get(&name) {
                 Some(t) if t.shape == current.dims().to_vec() => {
@@ -140,7 +158,7 @@ pub fn load_module_tensors<M: Module>(model: M, tensors: &BTreeMap<String, HostT
         }
     }
     sync_running_state(&model);
-    let mut l = Load { path: Vec::new(), tensors, errors: Vec::new() };
+    let mut l = Load { path: Vec::new(), tensors, select, errors: Vec::new() };
     let model = model.map(&mut l);
     match l.errors.first() {
         None => Ok(model),
