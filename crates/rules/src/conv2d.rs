@@ -114,8 +114,11 @@ impl FeedbackConv2d {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let weight = self.weight.val();
         let bias = self.bias.as_ref().map(|b| b.val());
-        // Without autodiff (evaluation) or with backprop, the op is a plain convolution.
-        if self.rule == LayerRule::Backprop || !weight.is_autodiff() {
+        // Without autodiff (evaluation), with backprop, or on an input that carries no gradient
+        // (the image itself), the op is a plain convolution: no error goes down through B there,
+        // and W's gradient δy ⊛ x is the same under every rule. B is then left untrained, which
+        // spares the local losses a pass over the largest activations of the network.
+        if self.rule == LayerRule::Backprop || !weight.is_autodiff() || !x.is_tracked() {
             return conv2d(x, weight, bias, self.options());
         }
         let feedback = self.feedback_tensor(&weight);

@@ -77,7 +77,9 @@ impl FeedbackLinear {
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let weight = self.weight.val();
         let bias = self.bias.as_ref().map(|b| b.val());
-        if self.rule == LayerRule::Backprop || !weight.is_autodiff() {
+        // As in `FeedbackConv2d::forward`: a plain product without autodiff, with backprop, or
+        // on an input that carries no gradient (B would never be used there).
+        if self.rule == LayerRule::Backprop || !weight.is_autodiff() || !x.is_tracked() {
             return linear(x, weight, bias);
         }
         let feedback = self.feedback_tensor(&weight);

@@ -421,3 +421,27 @@ fn wgpu_small_cases_per_rule_family() {
     fa_input_grad_is_transposed_conv_with_b(&device, &[small]);
     closed_form_b_grads_match_autodiff(&device, &[small], &[LocalLoss { decay: 0.3, self_align: 0.2, amp: 0.9, null: 0.4, sparse: 0.6 }]);
 }
+
+/// A layer on the data (an input that carries no gradient) runs as a plain convolution: W's
+/// gradient is backprop's and B, never used there, gets none; the same layer on a tracked input
+/// trains B by its local loss.
+#[test]
+fn flex_layer_on_untracked_input_leaves_b_untrained() {
+    use plastic_rules::{FeedbackConv2dConfig, FeedbackLinearConfig};
+    let ad = Device::flex().autodiff();
+    let wm = LayerRule::WeightMirror { alpha: 0.5, beta: 0.5, source: MirrorSource::Data };
+    let conv = FeedbackConv2dConfig::new([2, 3], [3, 3]).with_padding([1, 1]).with_rule(wm).init(&ad);
+    let bp = FeedbackConv2dConfig::new([2, 3], [3, 3]).with_padding([1, 1]).init(&ad);
+    let x = random([2, 2, 5, 5], 1, &ad);
+    let bp = plastic_rules::FeedbackConv2d { weight: plastic_rules::replace_value(bp.weight, conv.weight.val(), true), ..bp };
+    let (g_rule, g_bp) = (conv.forward(x.clone()).sum().backward(), bp.forward(x.clone()).sum().backward());
+    assert_close("W grad on the data", conv.weight.grad(&g_rule).unwrap(), bp.weight.grad(&g_bp).unwrap(), 1e-6);
+    assert!(conv.feedback.as_ref().unwrap().grad(&g_rule).is_none(), "B of a layer on the data got a gradient");
+    let tracked = conv.forward(x.require_grad()).sum().backward();
+    assert!(conv.feedback.as_ref().unwrap().grad(&tracked).is_some(), "B of a layer on a tracked input got no gradient");
+
+    let linear = FeedbackLinearConfig::new(4, 3).with_rule(wm).init(&ad);
+    let x = random([5, 4], 2, &ad);
+    assert!(linear.feedback.as_ref().unwrap().grad(&linear.forward(x.clone()).sum().backward()).is_none());
+    assert!(linear.feedback.as_ref().unwrap().grad(&linear.forward(x.require_grad()).sum().backward()).is_some());
+}
