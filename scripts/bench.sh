@@ -35,6 +35,10 @@ if [ "$DEVICE" = cpu ]; then
         B --config configs/rgc_intermediate.toml --set model.convrnn.width=0.25 --set "model.convrnn.times=$T" \
             --resolution 64 --channels 3 --batch 8 --steps 1 --rounds 2 --warmup 1
     done
+    # Every ConvRNN preset at quarter width and 64 px, with its own T.
+    for C in configs/*_shallow.toml configs/*_intermediate.toml; do
+        B --config "$C" --set model.convrnn.width=0.25 --resolution 64 --channels 3 --batch 8 --steps 1 --rounds 2 --warmup 1
+    done
     # FULL=1: the full-size intermediate RGC (224 px, T = 17, batch 8, 1000 classes): peak memory
     # of a realistic unroll (about 5 minutes per step pair on a 2-core CPU).
     if [ "${FULL:-0}" = 1 ]; then

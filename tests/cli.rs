@@ -287,3 +287,24 @@ fn convrnn_quickstart_learns_on_a_reduced_budget_and_writes_per_step_outputs() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(run_dir.join("plots/loss.png").exists() && run_dir.join("plots/accuracy.png").exists());
 }
+
+#[test]
+fn bench_prints_one_json_line_per_case_with_ratios_to_backprop() {
+    let o = run(plastic().args(["bench", "--device", "cpu", "--model", "mlp", "--rules", "feedback_alignment,kolen_pollack", "--batch", "8", "--resolution", "8", "--steps", "1", "--rounds", "2"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let rules: Vec<&str> = lines.iter().map(|l| l["rule"].as_str().unwrap()).collect();
+    assert_eq!(rules, ["backprop", "feedback_alignment", "kolen_pollack"]);
+    assert!(lines[0]["ratio_to_backprop"].is_null());
+    for l in &lines {
+        assert_eq!((l["model"].as_str(), l["device"].as_str(), l["batch"].as_u64()), (Some("mlp"), Some("cpu"), Some(8)), "{l}");
+        assert!(l["step_ms"].as_f64().unwrap() > 0.0 && l["images_per_second"].as_f64().unwrap() > 0.0, "{l}");
+        assert!(l["peak_memory_mib"].as_f64().unwrap() > 0.0, "{l}");
+    }
+    assert!(lines[1]["ratio_to_backprop"].as_f64().unwrap() > 0.0);
+    // A ConvRNN preset: named, with its unroll length.
+    let o = run(plastic().args(["bench", "--device", "cpu", "--config", "configs/convrnn_quickstart.toml", "--batch", "2", "--steps", "1", "--rounds", "1", "--warmup", "1"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!((line["name"].as_str(), line["model"].as_str(), line["times"].as_u64()), (Some("convrnn-quickstart"), Some("convrnn"), Some(7)), "{line}");
+}

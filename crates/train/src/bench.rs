@@ -19,6 +19,9 @@ use crate::trainer::build_optimizer;
 /// One measured case.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchResult {
+    /// The config's `name` (a ConvRNN preset's name, e.g. `rgc_intermediate`; `run` for a
+    /// model given by `--model`).
+    pub name: String,
     pub model: String,
     pub rule: String,
     pub device: String,
@@ -156,6 +159,7 @@ pub fn bench_rules(config: &RunConfig, rules: &[RuleKind], plan: &BenchPlan, dev
     for (i, kind) in kinds.iter().enumerate() {
         let t = median(times[i].clone());
         let r = BenchResult {
+            name: config.name.clone(),
             model: format!("{:?}", config.model.kind).to_lowercase(),
             rule: kind.name().into(),
             device: device_name.into(),
