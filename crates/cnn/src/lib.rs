@@ -23,7 +23,7 @@ use burn::module::Module;
 use burn::nn::BatchNormConfig;
 use burn::tensor::{Device, Tensor};
 pub use plastic_rules::LayerSummary;
-use plastic_rules::{FeedbackConv2dConfig, FeedbackLayer, FeedbackLinearConfig, FeedbackNetwork, LayerPosition, RuleConfig, WeightInit};
+use plastic_rules::{FeedbackConv2dConfig, FeedbackLayer, FeedbackLinearConfig, FeedbackNetwork, LayerSeeder, RuleConfig, WeightInit};
 use serde::{Deserialize, Serialize};
 
 use spec::{PostOp, StageSpec, conv_output};
@@ -130,7 +130,7 @@ impl CnnConfig {
         self.validate()?;
         let specs = self.stages(input, classes);
         let names: Vec<String> = specs.iter().flat_map(StageSpec::layer_names).collect();
-        let mut builder = Builder { names, rules, seeds, stream: 0, init: self.init, summary: Vec::new() };
+        let mut builder = Builder { layers: LayerSeeder::new(rules, self.init, seeds, names), summary: Vec::new() };
         let mut shape = Shape::Map(input);
         let mut stages = Vec::with_capacity(specs.len());
         let too_small = |what: &str| format!("model.kind = {:?}: input {}×{} is too small at {what}", self.kind, input[1], input[2]).to_lowercase();
@@ -194,50 +194,27 @@ impl CnnConfig {
     }
 }
 
-/// Hands out rules, seeds and streams to layers in forward order.
+/// Builds the layers in forward order, recording each one's summary.
 struct Builder<'a> {
-    names: Vec<String>,
-    rules: &'a RuleConfig,
-    seeds: (u64, u64),
-    stream: u64,
-    init: WeightInit,
+    layers: LayerSeeder<'a>,
     summary: Vec<LayerSummary>,
 }
 
 impl Builder<'_> {
-    fn position(&self, name: &str) -> LayerPosition {
-        LayerPosition { index: self.names.iter().position(|n| n == name).expect("named in the spec"), count: self.names.len() }
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn conv(&mut self, name: &str, channels: [usize; 2], kernel: usize, stride: usize, padding: usize, bias: bool, out: [usize; 3]) -> FeedbackConv2dConfig {
-        self.stream += 1;
         self.summary.push(LayerSummary {
             name: name.into(),
             kind: format!("conv {kernel}×{kernel}/{stride}"),
             output: out.to_vec(),
             params: channels[0] * channels[1] * kernel * kernel + if bias { channels[1] } else { 0 },
         });
-        FeedbackConv2dConfig::new(channels, [kernel, kernel])
-            .with_stride([stride, stride])
-            .with_padding([padding, padding])
-            .with_bias(bias)
-            .with_init(self.init)
-            .with_rule(self.rules.layer_rule(name, self.position(name)))
-            .with_seed(self.seeds.0)
-            .with_feedback_seed(self.seeds.1)
-            .with_stream(self.stream)
+        self.layers.conv(name, channels, kernel).with_stride([stride, stride]).with_padding([padding, padding]).with_bias(bias)
     }
 
     fn linear(&mut self, name: &str, d_in: usize, d_out: usize) -> FeedbackLinearConfig {
-        self.stream += 1;
         self.summary.push(LayerSummary { name: name.into(), kind: "linear".into(), output: vec![d_out], params: d_in * d_out + d_out });
-        FeedbackLinearConfig::new(d_in, d_out)
-            .with_init(self.init)
-            .with_rule(self.rules.layer_rule(name, self.position(name)))
-            .with_seed(self.seeds.0)
-            .with_feedback_seed(self.seeds.1)
-            .with_stream(self.stream)
+        self.layers.linear(name, d_in, d_out)
     }
 }
 

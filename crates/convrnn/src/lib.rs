@@ -44,7 +44,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Int, Tensor};
-use plastic_rules::{Activation, FeedbackConv2d, FeedbackConv2dConfig, FeedbackLayer, FeedbackLinear, FeedbackLinearConfig, FeedbackNetwork, LayerPosition, LayerSummary, RuleConfig, WeightInit};
+use plastic_rules::{Activation, FeedbackConv2d, FeedbackLayer, FeedbackLinear, FeedbackNetwork, LayerSeeder, LayerSummary, RuleConfig, WeightInit};
 use serde::{Deserialize, Serialize};
 
 pub use cells::{Cell, CellConfig, CellKind, CellState, FeedbackEntry, GateNonlinearity};
@@ -204,36 +204,14 @@ pub struct Unrolled {
 
 /// Hands out names, rules, seeds and streams to the convolutions of a ConvRNN.
 pub struct LayerFactory<'a> {
-    rules: &'a RuleConfig,
-    seeds: (u64, u64),
-    init: WeightInit,
-    stream: u64,
+    layers: LayerSeeder<'a>,
     pub(crate) device: Device,
-    /// Names of every feedback layer in construction order (known before building).
-    names: Vec<String>,
 }
 
 impl LayerFactory<'_> {
-    fn position(&self, name: &str) -> LayerPosition {
-        LayerPosition { index: self.names.iter().position(|n| n == name).unwrap_or(0), count: self.names.len().max(1) }
-    }
-
     /// A `k × k` feedback convolution with "same" padding.
     pub fn conv(&mut self, name: &str, c_in: usize, c_out: usize, kernel: usize, stride: usize, groups: usize) -> FeedbackConv2d {
-        self.stream += 1;
-        if !self.names.iter().any(|n| n == name) {
-            self.names.push(name.to_string());
-        }
-        FeedbackConv2dConfig::new([c_in, c_out], [kernel, kernel])
-            .with_stride([stride, stride])
-            .with_padding([kernel / 2, kernel / 2])
-            .with_groups(groups)
-            .with_init(self.init)
-            .with_rule(self.rules.layer_rule(name, self.position(name)))
-            .with_seed(self.seeds.0)
-            .with_feedback_seed(self.seeds.1)
-            .with_stream(self.stream)
-            .init(&self.device)
+        self.layers.conv(name, [c_in, c_out], kernel).with_stride([stride, stride]).with_padding([kernel / 2, kernel / 2]).with_groups(groups).init(&self.device)
     }
 }
 
@@ -346,11 +324,11 @@ impl ConvRnnConfig {
         let wiring = self.wiring(input)?;
         // A dry build names every convolution, so `first` / `last` rule overrides resolve.
         let names = {
-            let mut f = LayerFactory { rules, seeds, init: self.init, stream: 0, device: Device::flex(), names: Vec::new() };
+            let mut f = LayerFactory { layers: LayerSeeder::new(rules, self.init, seeds, Vec::new()), device: Device::flex() };
             let _ = self.build(&wiring, input, classes, &mut f, true);
-            f.names
+            f.layers.into_names()
         };
-        let mut f = LayerFactory { rules, seeds, init: self.init, stream: 0, device: device.clone(), names };
+        let mut f = LayerFactory { layers: LayerSeeder::new(rules, self.init, seeds, names), device: device.clone() };
         let (layers, readout) = self.build(&wiring, input, classes, &mut f, false);
         Ok(ConvRnn { layers, readout, plan: self.plan() })
     }
@@ -372,19 +350,8 @@ impl ConvRnnConfig {
             let cell = Cell::new(&cell_config, c, f, &l.name);
             layers.push(ConvRnnLayer { conv, feedback, residual, cell, wiring: w.clone() });
         }
-        f.stream += 1;
         let last = wiring.last().expect("validated: at least one layer").channels;
-        let name = "readout";
-        if !f.names.iter().any(|n| n == name) {
-            f.names.push(name.into());
-        }
-        let readout = FeedbackLinearConfig::new(if names_only { 1 } else { last }, if names_only { 1 } else { classes })
-            .with_init(self.init)
-            .with_rule(f.rules.layer_rule(name, f.position(name)))
-            .with_seed(f.seeds.0)
-            .with_feedback_seed(f.seeds.1)
-            .with_stream(f.stream)
-            .init(&f.device);
+        let readout = f.layers.linear("readout", if names_only { 1 } else { last }, if names_only { 1 } else { classes }).init(&f.device);
         (layers, readout)
     }
 }

@@ -91,10 +91,9 @@ fn a_feedback_edge_delivers_one_step_later() {
     }
 }
 
-#[test]
-fn gradients_reach_the_weights_of_feedback_edges() {
-    let device = Device::flex().autodiff();
-    let c = config(
+/// Two layers, an RGC in the second, and a feedback edge from it to the first.
+fn rgc_with_feedback_edge() -> ConvRnnConfig {
+    config(
         r#"
         times = 5
         [[layers]]
@@ -109,7 +108,13 @@ fn gradients_reach_the_weights_of_feedback_edges() {
         from = "l1"
         to = "l0"
         "#,
-    );
+    )
+}
+
+#[test]
+fn gradients_reach_the_weights_of_feedback_edges() {
+    let device = Device::flex().autodiff();
+    let c = rgc_with_feedback_edge();
     for kind in [RuleKind::Backprop, RuleKind::FeedbackAlignment] {
         let rules = RuleConfig { kind, ..Default::default() };
         let model = c.init([1, 6, 6], 5, &rules, (0, 1), &device).unwrap();
@@ -346,22 +351,7 @@ fn wgpu_resize_forward_and_backward_agree_with_flex() {
 #[test]
 fn with_b_equal_to_w_feedback_alignment_equals_backprop_through_the_unroll() {
     let device = Device::flex().autodiff();
-    let c = config(
-        r#"
-        times = 5
-        [[layers]]
-        name = "l0"
-        channels = 4
-        [[layers]]
-        name = "l1"
-        channels = 4
-        pool = 2
-        cell = { kind = "rgc" }
-        [[edges]]
-        from = "l1"
-        to = "l0"
-        "#,
-    );
+    let c = rgc_with_feedback_edge();
     let bp = c.init([1, 6, 6], 5, &RuleConfig::default(), (0, 1), &device).unwrap();
     let mut fa = c.init([1, 6, 6], 5, &RuleConfig { kind: RuleKind::FeedbackAlignment, ..Default::default() }, (0, 1), &device).unwrap();
     for (_, layer) in fa.feedback_layers_mut() {

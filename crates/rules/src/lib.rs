@@ -29,6 +29,7 @@ pub mod linear;
 pub mod nonlinearity;
 pub mod ops;
 pub mod rule;
+pub mod seeder;
 pub mod source;
 pub mod tap;
 #[doc(hidden)]
@@ -38,6 +39,7 @@ pub use conv2d::{FeedbackConv2d, FeedbackConv2dConfig, replace_value};
 pub use init::{LayerSeeds, WeightInit};
 pub use layer::{FeedbackLayer, FeedbackNetwork, LayerSummary, MirrorSettings, WeightAlignment, weight_alignment};
 pub use linear::{FeedbackLinear, FeedbackLinearConfig};
+pub use seeder::LayerSeeder;
 pub use nonlinearity::Activation;
 pub use rule::{CoefficientScale, FeedbackOptimizer, LayerPosition, LayerRule, MirrorSource, RuleConfig, RuleKind, RuleOverride, SignVariant};
 pub use tap::{LayerTap, TapRequest};
