@@ -196,7 +196,7 @@ fn run(cli: Cli) -> Result<(), TrainError> {
                     .collect::<Result<_, _>>()?
             };
             let device = select(device)?;
-            let data_shape = if resolution.is_some() && channels.is_some() { None } else { Some(plastic_data::open(&base.data)?.shape()) };
+            let data_shape = if resolution.is_some() && channels.is_some() { None } else { Some(base.data.shape_and_classes()?.0) };
             let input = [
                 channels.unwrap_or_else(|| data_shape.unwrap()[0]),
                 resolution.unwrap_or_else(|| data_shape.unwrap()[1]),
@@ -228,16 +228,17 @@ fn run(cli: Cli) -> Result<(), TrainError> {
         Command::Inspect { config } => {
             let config = load_config(&config)?;
             plastic_train::set_threads(0);
-            let splits = plastic_data::open(&config.data)?;
+            // The model's size follows from the config; the data itself is not read.
+            let (input, classes) = config.data.shape_and_classes()?;
             let device = burn::tensor::Device::flex();
-            let model = plastic_train::Network::build(&config, splits.shape(), splits.num_classes(), &device)?;
+            let model = plastic_train::Network::build(&config, input, classes, &device)?;
             let (params, feedback) = plastic_train::network::parameter_counts(&model);
             println!("{:<28} {:<14} {:>16} {:>12}", "layer", "kind", "output", "params");
             for l in model.summary() {
                 let out = l.output.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×");
                 println!("{:<28} {:<14} {:>16} {:>12}", l.name, l.kind, out, l.params);
             }
-            println!("input {:?}, {} classes", splits.shape(), splits.num_classes());
+            println!("input {input:?}, {classes} classes");
             println!("parameters: {params}");
             if feedback > 0 {
                 println!("feedback parameters (B, magnitudes): {feedback}");
@@ -263,7 +264,8 @@ fn main() -> ExitCode {
             let message = e.to_string();
             let message: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
             eprintln!("error: {}", message.join(" "));
-            ExitCode::from(2)
+            // 3: the input was fine but training diverged (a search can tell it from bad input).
+            ExitCode::from(if matches!(e, TrainError::Diverged { .. }) { 3 } else { 2 })
         }
     }
 }

@@ -134,11 +134,63 @@ fn metrics_without_speed(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
-fn resume_after_kill_ends_bitwise_where_an_uninterrupted_run_ends() {
-    let dir = temp_dir("resume");
-    let config = dir.join("resume.toml");
-    std::fs::write(&config, RESUME_CONFIG).unwrap();
+/// A tiny ConvRNN (feedback edge, an RGC) with Adam and noise-driven weight mirror, whose
+/// log, checkpoint, validation and true-gradient intervals divide neither each other nor the
+/// budget: a resume starts inside a logging window with a measurement pending.
+const RESUME_CONVRNN_CONFIG: &str = r#"
+name = "resume-convrnn"
+seed = 7
+[model]
+kind = "convrnn"
+[model.convrnn]
+times = 4
+[[model.convrnn.layers]]
+name = "conv1"
+channels = 4
+kernel = 3
+[[model.convrnn.layers]]
+name = "conv2"
+channels = 8
+kernel = 3
+pool = 2
+cell = { kind = "rgc" }
+[[model.convrnn.edges]]
+from = "conv2"
+to = "conv1"
+[data]
+kind = "digits"
+crop_padding = 1
+[train]
+steps = 120
+batch_size = 8
+optimizer = "adam"
+lr = 0.003
+log_every = 7
+eval_every = 13
+checkpoint_every = 11
+true_grad_every = 5
+[rule]
+kind = "weight_mirror"
+source = "noise"
+mirror_batch = 4
+"#;
+
+/// `summary.json` without the fields that measure speed.
+fn summary_without_speed(path: &Path) -> serde_json::Value {
+    let mut v = json(path);
+    for key in ["wall_seconds", "images_per_second"] {
+        v.as_object_mut().unwrap().remove(key);
+    }
+    v
+}
+
+/// Trains `config_text` (run `name`, `total` steps) once uninterrupted and once killed with
+/// SIGKILL after its first checkpoint (step `first`) and resumed: the final checkpoints must
+/// be bitwise equal, and metrics.jsonl and summary.json equal but for speed.
+fn assert_resume_ends_bitwise(config_text: &str, name: &str, first: usize, total: usize) {
+    let dir = temp_dir(name);
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(&config, config_text).unwrap();
     let (whole, broken) = (dir.join("whole"), dir.join("broken"));
     let train = |out: &Path| {
         let mut c = plastic();
@@ -150,27 +202,75 @@ fn resume_after_kill_ends_bitwise_where_an_uninterrupted_run_ends() {
 
     // Start again and kill -9 as soon as the first checkpoint exists.
     let mut child = train(&broken).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let first = broken.join("resume/checkpoints/step-00000100.safetensors");
+    let first = broken.join(format!("{name}/checkpoints/step-{first:08}.safetensors"));
     let t0 = Instant::now();
     while !first.exists() {
         assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(!broken.join("resume/summary.json").exists(), "the run finished before it could be killed");
+    assert!(!broken.join(format!("{name}/summary.json")).exists(), "the run finished before it could be killed");
 
     let o = run(train(&broken).arg("--resume"));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("resuming at step"), "{}", stderr(&o));
-    let last = |root: &Path| root.join("resume/checkpoints/step-00001500.safetensors");
+    let last = |root: &Path| root.join(format!("{name}/checkpoints/step-{total:08}.safetensors"));
     let (a, b) = (tensors(&last(&whole)), tensors(&last(&broken)));
     assert_eq!(a.len(), b.len());
     for ((name_a, bytes_a), (name_b, bytes_b)) in a.iter().zip(&b) {
         assert_eq!(name_a, name_b);
         assert!(bytes_a == bytes_b, "{name_a} differs after resume");
     }
-    assert_eq!(metrics_without_speed(&whole.join("resume/metrics.jsonl")), metrics_without_speed(&broken.join("resume/metrics.jsonl")));
+    let metrics = metrics_without_speed(&whole.join(format!("{name}/metrics.jsonl")));
+    assert_eq!(metrics, metrics_without_speed(&broken.join(format!("{name}/metrics.jsonl"))));
+    let summary = whole.join(format!("{name}/summary.json"));
+    assert_eq!(summary_without_speed(&summary), summary_without_speed(&broken.join(format!("{name}/summary.json"))));
+    // summary.json reports the validation of the last step, which the last line logs.
+    let last_line = metrics.last().unwrap();
+    assert_eq!(last_line["step"].as_u64(), Some(total as u64));
+    assert_eq!(json(&summary)["validation_accuracy"], last_line["val_accuracy"], "{last_line}");
+    assert_eq!(json(&summary)["status"], "completed");
+
+    // Resuming a finished run leaves its summary as it was.
+    let before = std::fs::read(&summary).unwrap();
+    let o = run(train(&whole).arg("--resume"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("already finished"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&summary).unwrap(), before);
+}
+
+#[test]
+fn resume_after_kill_ends_bitwise_where_an_uninterrupted_run_ends() {
+    assert_resume_ends_bitwise(RESUME_CONFIG, "resume", 100, 1500);
+    assert_resume_ends_bitwise(RESUME_CONVRNN_CONFIG, "resume-convrnn", 11, 120);
+    // Every line of the ConvRNN run carries the latest true_grad_angle, though only every
+    // 35th step is both a log and a measurement step.
+    let metrics = metrics_without_speed(&std::env::temp_dir().join(format!("plastic-cli-resume-convrnn-{}/whole/resume-convrnn/metrics.jsonl", std::process::id())));
+    for line in metrics.iter().filter(|l| l.get("loss").is_some()) {
+        assert!(line.as_object().unwrap().keys().any(|k| k.ends_with(".true_grad_angle")), "{line}");
+    }
+}
+
+#[test]
+fn a_diverging_run_exits_3_with_one_line_and_a_diverged_summary() {
+    let out = temp_dir("diverge");
+    // The first line logs step 1's loss (before any update); lr = 1e4 sends it far above 10×.
+    let o = run(plastic().args(["train", "--device", "cpu", "--set", "train.lr=1e4", "--set", "train.steps=200", "--set", "train.log_every=1", "--out"]).arg(&out));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "stderr: {err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
+    let line = err.trim_end().lines().last().unwrap();
+    assert!(line.starts_with("error: training diverged at step "), "{err}");
+    assert!(line.contains("weights of") && line.contains("train.lr") && line.contains("train.grad_clip"), "{line}");
+    assert!(!err.contains("panicked"), "{err}");
+    let summary = json(&out.join("run/summary.json"));
+    assert_eq!(summary["status"], "diverged");
+    assert_eq!(summary["message"].as_str(), line.strip_prefix("error: "));
+    let step = summary["steps"].as_u64().unwrap();
+    assert!(line.contains(&format!("at step {step}:")) && step < 20, "{line}");
+    // Nothing after the divergence was checkpointed.
+    assert!(std::fs::read_dir(out.join("run/checkpoints")).unwrap().next().is_none());
 }
 
 #[test]
@@ -222,22 +322,56 @@ fn bad_inputs_fail_with_one_line_and_exit_code_2() {
 
 #[test]
 fn every_rule_learns_digits_well_above_chance() {
+    // The quickstart exactly as README has a user try it (SGD, lr 0.05, momentum 0.9), only
+    // `rule.kind` changed, on a reduced budget. Accuracy alone would not catch a rule whose B
+    // silently stays random: the final weight angles must say which rules aligned B to W.
     let out = temp_dir("rules");
-    for rule in ["backprop", "feedback_alignment", "sign_symmetry", "kolen_pollack", "weight_mirror", "information_alignment", "symmetric_alignment", "activation_alignment"] {
+    let angle = |summary: &serde_json::Value, rule: &str| -> f64 {
+        let a: Vec<f64> = summary["alignment"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.ends_with(".weight_angle") && !k.starts_with("alignment.conv1."))
+            .filter_map(|(_, v)| v.as_f64())
+            .collect();
+        assert!(!a.is_empty(), "{rule}: no weight angles in {summary}");
+        a.iter().sum::<f64>() / a.len() as f64
+    };
+    for rule in [
+        "backprop",
+        "feedback_alignment",
+        "sign_symmetry",
+        "kolen_pollack",
+        "weight_mirror",
+        "information_alignment",
+        "symmetric_alignment",
+        "activation_alignment",
+        "direct_feedback_alignment",
+    ] {
         let o = run(plastic()
-            .args(["train", "--device", "cpu", "--config", "configs/rules_mlp.toml", "--set", "train.steps=300", "--set"])
+            .args(["train", "--device", "cpu", "--config", "configs/quickstart.toml", "--set", "train.epochs=6", "--set"])
             .arg(format!("name={rule}"))
             .args(["--set"])
             .arg(format!("rule.kind={rule}"))
             .arg("--out")
             .arg(&out));
         assert!(o.status.success(), "{rule}: {}", stderr(&o));
-        let acc = json(&out.join(rule).join("summary.json"))["test_accuracy"].as_f64().unwrap();
-        assert!(acc > 0.5, "{rule}: test accuracy {acc} (chance is 0.1)");
-        if rule != "backprop" {
-            let last = std::fs::read_to_string(out.join(rule).join("metrics.jsonl")).unwrap();
-            let last: serde_json::Value = serde_json::from_str(last.lines().last().unwrap()).unwrap();
-            assert!(last.get("alignment.fc2.weight_angle").is_some() && last.get("alignment.fc2.grad_angle").is_some(), "{rule}: {last}");
+        let summary = json(&out.join(rule).join("summary.json"));
+        assert_eq!(summary["status"], "completed", "{rule}");
+        let acc = summary["test_accuracy"].as_f64().unwrap();
+        assert!(acc > 0.85, "{rule}: test accuracy {acc} (chance is 0.1)");
+        let loss = summary["test_loss"].as_f64().unwrap();
+        assert!(loss < 1.0, "{rule}: test loss {loss}: the logits grew");
+        match rule {
+            "backprop" => assert!(summary["alignment"].as_object().unwrap().is_empty()),
+            "direct_feedback_alignment" => {
+                let last = std::fs::read_to_string(out.join(rule).join("metrics.jsonl")).unwrap();
+                assert!(last.contains("alignment.fc3.true_grad_angle") && !last.contains("weight_angle"), "{rule}");
+            }
+            "symmetric_alignment" => assert!(angle(&summary, rule) < 5.0, "{rule}: {}", angle(&summary, rule)),
+            "kolen_pollack" | "weight_mirror" => assert!(angle(&summary, rule) < 30.0, "{rule}: {}", angle(&summary, rule)),
+            "feedback_alignment" => assert!(angle(&summary, rule) > 60.0, "{rule}: {}", angle(&summary, rule)),
+            _ => {}
         }
     }
 }
@@ -307,4 +441,20 @@ fn bench_prints_one_json_line_per_case_with_ratios_to_backprop() {
     assert!(o.status.success(), "{}", stderr(&o));
     let line: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
     assert_eq!((line["name"].as_str(), line["model"].as_str(), line["times"].as_u64()), (Some("convrnn-quickstart"), Some("convrnn"), Some(7)), "{line}");
+}
+
+/// Inspecting a model needs its config, not its data: the ImageNet preset's folder does not
+/// exist here (the command runs in an empty directory), yet the model is sized from `[data]`.
+#[test]
+fn inspect_sizes_the_model_from_the_config_without_reading_the_data() {
+    let dir = temp_dir("inspect");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/rgc_intermediate.toml");
+    let o = run(plastic().current_dir(&dir).args(["inspect", "--config"]).arg(&config));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("input [3, 224, 224], 1000 classes"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("readout ") && l.ends_with(&format!(" {}", 512 * 1000 + 1000))), "{out}");
+    let params: usize = out.lines().find_map(|l| l.strip_prefix("parameters: ")).expect("a parameter count").trim().parse().unwrap();
+    // reference/convrnn.md counts ≈ 15.4 M for the TF original (whose input-to-cell kernel is 2×2, 3×3 here).
+    assert!((14_000_000..18_000_000).contains(&params), "{params} parameters");
 }

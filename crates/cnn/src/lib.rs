@@ -19,11 +19,11 @@ pub mod spec;
 pub mod units;
 pub mod zoo;
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::BatchNormConfig;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 pub use plastic_rules::LayerSummary;
-use plastic_rules::{FeedbackConv2dConfig, FeedbackLayer, FeedbackLinearConfig, FeedbackNetwork, LayerSeeder, RuleConfig, WeightInit};
+use plastic_rules::{FeedbackConv2dConfig, FeedbackLayer, FeedbackLinearConfig, FeedbackNetwork, LayerRule, LayerSeeder, RuleConfig, WeightInit};
 use serde::{Deserialize, Serialize};
 
 use spec::{PostOp, StageSpec, conv_output};
@@ -83,9 +83,52 @@ pub enum Stage {
 #[derive(Module, Debug)]
 pub struct Cnn {
     pub stages: Vec<Stage>,
+    /// Direct feedback alignment's projections, one per stage whose input receives the error.
+    pub direct_feedback: Vec<DirectFeedback>,
     #[module(skip)]
     pub summary: Vec<LayerSummary>,
 }
+
+/// Direct feedback alignment (Nøkland 2016) at one stage: the stage's layers follow DFA, so
+/// its input receives the output error e `[batch, classes]` as e·Bᵀ instead of the error its
+/// own layers would send down. B is fixed and random, drawn like the weights of a readout
+/// straight from the stage's input (fan-in = the input's size), from the feedback seed.
+///
+/// The error enters at a stage's input, which is the previous stage's output: for a ResNet,
+/// each block's output; inside a block it flows by backprop.
+#[derive(Module, Debug)]
+pub struct DirectFeedback {
+    /// `[input size, classes]`, not trained.
+    pub feedback: Param<Tensor<2>>,
+    /// The stage whose input receives the error.
+    pub stage: usize,
+    /// The stage's first feedback layer (its metrics carry the stage's `true_grad_angle`).
+    pub name: String,
+}
+
+/// How [`Cnn::forward_direct`] treats the inputs of direct-feedback stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectMode {
+    /// Detach each such input (no error through the layers above) and hand it out, so the
+    /// caller can send e·Bᵀ into it.
+    Train,
+    /// Add a zero leaf to each such input and hand the leaf out: its gradient after a backprop
+    /// backward is backprop's δ there (for `true_grad_angle`).
+    Probe,
+}
+
+/// One direct-feedback stage's input in a forward pass.
+#[derive(Debug, Clone)]
+pub struct DirectInput {
+    pub name: String,
+    /// The input, flattened to `[batch, size]`: tracked (`Train`) or the zero leaf (`Probe`).
+    pub input: Tensor<2>,
+    /// B, `[size, classes]`, without autodiff.
+    pub feedback: Tensor<2>,
+}
+
+/// Stream offset of DFA's B draws within the feedback seed (layer streams are small integers).
+const DIRECT_FEEDBACK_STREAM: u64 = 3 << 40;
 
 #[derive(Debug, Clone, Copy)]
 enum Shape {
@@ -133,8 +176,14 @@ impl CnnConfig {
         let mut builder = Builder { layers: LayerSeeder::new(rules, self.init, seeds, names), summary: Vec::new() };
         let mut shape = Shape::Map(input);
         let mut stages = Vec::with_capacity(specs.len());
+        let mut direct_feedback = Vec::new();
         let too_small = |what: &str| format!("model.kind = {:?}: input {}×{} is too small at {what}", self.kind, input[1], input[2]).to_lowercase();
         for spec in specs {
+            let first_layer = spec.layer_names().into_iter().next();
+            let stage_input = match shape {
+                Shape::Map(s) => s.iter().product::<usize>(),
+                Shape::Flat(n) => n,
+            };
             match spec {
                 StageSpec::Conv { name, channels, kernel, stride, padding, bias, post } => {
                     let Shape::Map([c, h, w]) = shape else { unreachable!("convolutions come before dense layers") };
@@ -188,8 +237,18 @@ impl CnnConfig {
                     shape = Shape::Flat(features);
                 }
             }
+            // A stage on the image needs no projection: its input gradient goes nowhere.
+            let index = stages.len() - 1;
+            if let Some(name) = first_layer
+                && index > 0
+                && stage_rule(&stages[index]) == Some(LayerRule::DirectFeedbackAlignment)
+            {
+                let values = self.init.sample(stage_input * classes, stage_input, classes, seeds.1, DIRECT_FEEDBACK_STREAM + index as u64);
+                let b = Tensor::<2>::from_data(TensorData::new(values, [stage_input, classes]), device);
+                direct_feedback.push(DirectFeedback { feedback: Param::from_tensor(b).set_require_grad(false), stage: index, name });
+            }
         }
-        let model = Cnn { stages, summary: builder.summary };
+        let model = Cnn { stages, direct_feedback, summary: builder.summary };
         Ok(model)
     }
 }
@@ -218,12 +277,63 @@ impl Builder<'_> {
     }
 }
 
+/// The rule of a stage's first feedback layer.
+fn stage_rule(stage: &Stage) -> Option<LayerRule> {
+    match stage {
+        Stage::Conv(c) => Some(c.conv.rule()),
+        Stage::Residual(r) => Some(r.conv1.rule()),
+        Stage::Dense(d) => Some(d.linear.rule()),
+        Stage::Pool(_) | Stage::NormAct(_) => None,
+    }
+}
+
 impl Cnn {
     /// `[batch, c, h, w] → [batch, classes]` logits.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_direct(x, None).0
+    }
+
+    /// Whether any stage follows direct feedback alignment.
+    pub fn has_direct_feedback(&self) -> bool {
+        !self.direct_feedback.is_empty()
+    }
+
+    /// The forward pass; with a [`DirectMode`], direct-feedback stages' inputs are treated as
+    /// it says and handed out in forward order.
+    pub fn forward_direct(&self, x: Tensor<4>, mode: Option<DirectMode>) -> (Tensor<2>, Vec<DirectInput>) {
         let mut map = Some(x);
         let mut flat: Option<Tensor<2>> = None;
-        for stage in &self.stages {
+        let mut direct = Vec::new();
+        let mut next = self.direct_feedback.iter().peekable();
+        for (index, stage) in self.stages.iter().enumerate() {
+            if let Some(mode) = mode
+                && let Some(dfa) = next.next_if(|d| d.stage == index)
+            {
+                let feedback = dfa.feedback.val().inner();
+                let handed = match (mode, map.take(), flat.take()) {
+                    (DirectMode::Train, Some(m), _) => {
+                        map = Some(m.clone().detach());
+                        m.flatten(1, 3)
+                    }
+                    (DirectMode::Train, None, Some(f)) => {
+                        flat = Some(f.clone().detach());
+                        f
+                    }
+                    (DirectMode::Probe, Some(m), _) => {
+                        let dims = m.dims();
+                        let leaf = Tensor::<2>::zeros([dims[0], dims[1] * dims[2] * dims[3]], &m.device()).require_grad();
+                        map = Some(m + leaf.clone().reshape(dims));
+                        leaf
+                    }
+                    (DirectMode::Probe, None, Some(f)) => {
+                        let leaf = f.zeros_like().detach().require_grad();
+                        flat = Some(f + leaf.clone());
+                        leaf
+                    }
+                    (_, None, None) => unreachable!("every stage has an input"),
+                };
+                direct.push(DirectInput { name: dfa.name.clone(), input: handed, feedback });
+            }
             match stage {
                 Stage::Dense(d) => {
                     let input = flat.take().unwrap_or_else(|| map.take().expect("a map before the first dense layer").flatten(1, 3));
@@ -235,7 +345,7 @@ impl Cnn {
                 Stage::NormAct(n) => map = map.map(|x| n.activation.apply(n.norm.forward(x))),
             }
         }
-        flat.expect("the zoo ends every network with a dense readout")
+        (flat.expect("the zoo ends every network with a dense readout"), direct)
     }
 
     /// Output units of all feedback layers (the "neurons" of the network).

@@ -78,14 +78,29 @@ pub struct LayerConfig {
     pub stride: usize,
     /// Max-pool size and stride after the cell; 0 or 1 = no pooling.
     pub pool: usize,
-    /// Nonlinearity of the conv drive (the cell's input).
-    pub activation: Activation,
+    /// Nonlinearity of the conv drive (the cell's input); default [`LayerConfig::drive_activation`].
+    pub activation: Option<Activation>,
     pub cell: CellConfig,
 }
 
 impl Default for LayerConfig {
     fn default() -> Self {
-        Self { name: String::new(), channels: 16, kernel: 3, stride: 1, pool: 0, activation: Activation::Elu, cell: CellConfig::default() }
+        Self { name: String::new(), channels: 16, kernel: 3, stride: 1, pool: 0, activation: None, cell: CellConfig::default() }
+    }
+}
+
+impl LayerConfig {
+    /// The drive's nonlinearity: `activation` if given, else as in the released ConvRNNs
+    /// (neuroailab/convrnns `*_shallow.json`): a linear pre-memory convolution before a
+    /// `time_decay`, `simple_rnn`, `gru`, `lstm`, `ugrnn` or `intersection_rnn` cell, whose
+    /// own gates and squashing follow; `elu` in a layer without a cell and before an `rgc`
+    /// (whose input activation is elu there). The released intermediate nets elu the drive
+    /// of every cell (their cells sit in residual blocks); their presets say so explicitly.
+    pub fn drive_activation(&self) -> Activation {
+        self.activation.unwrap_or(match self.cell.kind {
+            CellKind::None | CellKind::Rgc => Activation::Elu,
+            CellKind::TimeDecay | CellKind::SimpleRnn | CellKind::Gru | CellKind::Lstm | CellKind::Ugrnn | CellKind::IntersectionRnn => Activation::Identity,
+        })
     }
 }
 
@@ -296,7 +311,7 @@ impl ConvRnnConfig {
                 cell_size,
                 output_size,
                 channels: self.width(l.channels),
-                activation: l.activation,
+                activation: l.drive_activation(),
                 pool: l.pool,
             });
             size = output_size;

@@ -250,6 +250,31 @@ fn each_cell_matches_a_hand_computed_step() {
     assert!((value(&out) - h_new).abs() < 1e-6);
 }
 
+/// The released shallow ConvRNNs feed their non-RGC cells a linear pre-memory conv; the RGC
+/// and cell-less layers get an elu'd drive. A 1×1 conv of weight −1 on a one makes the drive
+/// −1: through a time-decay cell (τ = 0, so the output is the drive) it stays −1, not elu(−1).
+#[test]
+fn non_rgc_cells_get_a_linear_drive_unless_activation_says_otherwise() {
+    let device = Device::flex();
+    let one = Tensor::<4>::ones([1, 1, 1, 1], &device);
+    for (layer, expected) in [
+        ("cell = { kind = \"time_decay\" }", -1.0),
+        ("cell = { kind = \"time_decay\" }\nactivation = \"elu\"", elu(-1.0)),
+        ("", elu(-1.0)),
+    ] {
+        let mut m = build(&config(&format!("times = 2\n[[layers]]\nname = \"a\"\nchannels = 1\nkernel = 1\n{layer}")), [1, 1, 1], &device);
+        set(&mut m.layers[0].conv, &[-1.0], &[0.0]);
+        let out = m.forward(one.clone(), true).layer_outputs.unwrap();
+        assert!((value(&out[0][0]) - expected).abs() < 1e-6, "{layer:?}: {} vs {expected}", value(&out[0][0]));
+    }
+    let drive = |kind: &str| config(&format!("times = 2\n[[layers]]\nname = \"a\"\ncell = {{ kind = \"{kind}\" }}")).layers[0].drive_activation();
+    for kind in ["time_decay", "simple_rnn", "gru", "lstm", "ugrnn", "intersection_rnn"] {
+        assert_eq!(drive(kind), Activation::Identity, "{kind}");
+    }
+    assert_eq!(drive("rgc"), Activation::Elu);
+    assert_eq!(drive("none"), Activation::Elu);
+}
+
 #[test]
 fn readouts_pick_the_documented_steps() {
     let device = Device::flex();

@@ -7,7 +7,7 @@ use crate::error::{DataError, Result};
 use crate::set::ImageSet;
 
 const RECORD: usize = 1 + 3 * 32 * 32;
-const CLASSES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+pub(crate) const CLASSES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// Loads the training batches and the test batch from `dir` (the `cifar-10-batches-bin` folder).
 /// Training batches that are absent are skipped, so a subset (say `data_batch_1.bin` only)

@@ -10,19 +10,31 @@ use crate::set::ImageSet;
 
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
-/// Lists `(class name, files)` for each class sub-folder of `root`, sorted by name so class
-/// indices do not depend on the file system's order.
-pub fn list_classes(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
+/// The class names under `root`: its sub-folders, sorted by name so class indices do not
+/// depend on the file system's order. Lists no files, decodes no image.
+pub fn class_names(root: &Path) -> Result<Vec<String>> {
     let entries = std::fs::read_dir(root).map_err(|e| DataError::io(root, e))?;
-    let mut classes = Vec::new();
+    let mut names = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| DataError::io(root, e))?;
-        if !entry.path().is_dir() {
-            continue;
+        if entry.path().is_dir() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
         }
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let mut files: Vec<PathBuf> = std::fs::read_dir(entry.path())
-            .map_err(|e| DataError::io(entry.path(), e))?
+    }
+    names.sort();
+    if names.is_empty() {
+        return Err(DataError::format(root, "no class sub-folders (expected one folder of images per class)"));
+    }
+    Ok(names)
+}
+
+/// Lists `(class name, files)` for each class sub-folder of `root`, in [`class_names`] order.
+pub fn list_classes(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
+    let mut classes = Vec::new();
+    for name in class_names(root)? {
+        let dir = root.join(&name);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| DataError::io(&dir, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 p.extension()
@@ -31,14 +43,10 @@ pub fn list_classes(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
             })
             .collect();
         files.sort();
+        if files.is_empty() {
+            return Err(DataError::format(dir, "class folder holds no .png/.jpg/.jpeg file"));
+        }
         classes.push((name, files));
-    }
-    classes.sort_by(|a, b| a.0.cmp(&b.0));
-    if classes.is_empty() {
-        return Err(DataError::format(root, "no class sub-folders (expected one folder of images per class)"));
-    }
-    if let Some((name, _)) = classes.iter().find(|(_, files)| files.is_empty()) {
-        return Err(DataError::format(root.join(name), "class folder holds no .png/.jpg/.jpeg file"));
     }
     Ok(classes)
 }

@@ -5,10 +5,10 @@
 //! [`TrainLoader`] whose background threads prepare batches ahead.
 //!
 //! ```
-//! use plastic_data::{DataConfig, open};
+//! use plastic_data::{DataConfig, LoaderSeeds, open};
 //! let splits = open(&DataConfig::default()).unwrap(); // the embedded digits set
 //! assert_eq!(splits.train.shape, [1, 8, 8]);
-//! let loader = splits.train_loader(32, 0);
+//! let loader = splits.train_loader(32, LoaderSeeds { order: 0, augmentation: 1 });
 //! let batch = loader.batch(0);
 //! assert_eq!(batch.shape, [32, 1, 8, 8]);
 //! ```
@@ -36,7 +36,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 pub use error::{DataError, Result};
-pub use loader::{BatchStream, TrainLoader, eval_batches};
+pub use loader::{BatchStream, LoaderSeeds, TrainLoader, eval_batches};
 pub use set::ImageSet;
 pub use synthetic::{Pattern, SyntheticConfig};
 pub use transform::{Augmentation, Batch, Normalization, make_batch};
@@ -69,6 +69,10 @@ pub struct DataConfig {
     pub resolution: Option<usize>,
     /// Colour channels for `image_folder` (1 = greyscale, 3 = RGB).
     pub channels: usize,
+    /// The number of classes the model is built for. Default: the data's (an `image_folder`'s
+    /// sub-folders). When given, the data must have exactly that many (checked when it is
+    /// read); it lets a model be sized and inspected without its data.
+    pub classes: Option<usize>,
     /// Fraction of the training images held out for validation.
     pub validation_fraction: f64,
     /// Fraction held out for testing when the source has no test split of its own
@@ -97,6 +101,7 @@ impl Default for DataConfig {
             path: None,
             resolution: None,
             channels: 3,
+            classes: None,
             validation_fraction: 0.1,
             test_fraction: 0.2,
             split_seed: 0,
@@ -129,6 +134,9 @@ impl DataConfig {
         if self.kind == DataKind::ImageFolder && self.channels != 1 && self.channels != 3 {
             return Err(format!("data.channels = {} must be 1 or 3", self.channels));
         }
+        if self.classes == Some(0) {
+            return Err("data.classes must be ≥ 1".into());
+        }
         if matches!(self.kind, DataKind::Cifar10 | DataKind::Mnist | DataKind::ImageFolder) && self.path.is_none() {
             return Err(format!("data.path is required for data.kind = {:?}", self.kind).to_lowercase());
         }
@@ -142,6 +150,38 @@ impl DataConfig {
             return Err(format!("data.workers = {} must be at most 64", self.workers));
         }
         Ok(())
+    }
+
+    /// `[channels, height, width]` of the images and the number of classes, as [`open`] would
+    /// give them, without reading the images: from the config where it says (`data.classes`,
+    /// `image_folder`'s resolution and channels, `synthetic`, `digits`, `cifar10`), from the
+    /// class sub-folders' names (`image_folder` without `classes`) or from the IDX header and
+    /// label file (`mnist`).
+    pub fn shape_and_classes(&self) -> Result<([usize; 3], usize)> {
+        self.validate().map_err(DataError::Config)?;
+        let square = |c: usize, native: usize| [c, self.resolution.unwrap_or(native), self.resolution.unwrap_or(native)];
+        let (shape, classes) = match self.kind {
+            // The digits format is 8×8 with digit labels, embedded or from a file.
+            DataKind::Digits => (square(1, 8), 10),
+            DataKind::Cifar10 => (square(3, 32), cifar::CLASSES.len()),
+            DataKind::Synthetic => (square(self.synthetic.shape()[0], self.synthetic.shape()[1]), self.synthetic.num_classes()),
+            DataKind::Mnist => {
+                let ([c, h, w], classes) = mnist::shape_and_classes(self.path.as_deref().expect("validated"))?;
+                (self.resolution.map_or([c, h, w], |r| [c, r, r]), classes)
+            }
+            DataKind::ImageFolder => {
+                let shape = square(self.channels, 64);
+                if let Some(classes) = self.classes {
+                    return Ok((shape, classes));
+                }
+                let root = self.path.as_deref().expect("validated");
+                let train = root.join("train");
+                let root = if train.is_dir() && root.join("test").is_dir() { train } else { root.to_path_buf() };
+                let names = folder::class_names(&root).map_err(|e| DataError::Config(format!("{e} (set data.classes to size the model without the data)")))?;
+                (shape, names.len())
+            }
+        };
+        Ok((shape, self.classes.unwrap_or(classes)))
     }
 }
 
@@ -157,9 +197,9 @@ pub struct Splits {
 }
 
 impl Splits {
-    /// The training loader: batches of `batch_size` in an order fixed by `seed`.
-    pub fn train_loader(&self, batch_size: usize, seed: u64) -> TrainLoader {
-        TrainLoader::new(self.train.clone(), batch_size, seed, self.normalization.clone(), self.augmentation, self.workers)
+    /// The training loader: batches of `batch_size` in an order fixed by `seeds`.
+    pub fn train_loader(&self, batch_size: usize, seeds: LoaderSeeds) -> TrainLoader {
+        TrainLoader::new(self.train.clone(), batch_size, seeds, self.normalization.clone(), self.augmentation, self.workers)
     }
 
     pub fn num_classes(&self) -> usize {
@@ -203,6 +243,12 @@ pub fn open(config: &DataConfig) -> Result<Splits> {
         Some(r) if config.kind != DataKind::ImageFolder => (pool.resized(r), test.map(|t| t.resized(r))),
         _ => (pool, test),
     };
+    if let Some(classes) = config.classes
+        && classes != pool.num_classes()
+    {
+        let source = config.path.as_ref().map_or_else(|| format!("the {:?} set", config.kind).to_lowercase(), |p| p.display().to_string());
+        return Err(DataError::Config(format!("data.classes = {classes}, but {source} has {} classes", pool.num_classes())));
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(config.split_seed);
     let (train, validation, test) = match test {
         Some(test) => {
@@ -302,6 +348,69 @@ mod tests {
         let mean = b.images.iter().map(|&v| v as f64).sum::<f64>() / b.images.len() as f64;
         let var = b.images.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / b.images.len() as f64;
         assert!(mean.abs() < 1e-4 && (var - 1.0).abs() < 1e-3, "mean {mean} var {var}");
+    }
+
+    /// What `shape_and_classes` says without reading equals what `open` finds by reading.
+    #[test]
+    fn shape_and_classes_agree_with_the_opened_set() {
+        let synthetic = |pattern, resolution| DataConfig {
+            kind: DataKind::Synthetic,
+            resolution,
+            synthetic: SyntheticConfig { pattern, samples: 40, classes: 3, size: 12, channels: 3, ..Default::default() },
+            ..DataConfig::default()
+        };
+        for config in [DataConfig::default(), DataConfig { resolution: Some(12), ..DataConfig::default() }, synthetic(Pattern::Bars, None), synthetic(Pattern::Shapes, Some(8))] {
+            let splits = open(&config).unwrap();
+            assert_eq!(config.shape_and_classes().unwrap(), (splits.shape(), splits.num_classes()), "{config:?}");
+        }
+        // A folder that does not exist: with data.classes the model can still be sized.
+        let missing = DataConfig { kind: DataKind::ImageFolder, path: Some("/nonexistent/imagenet".into()), resolution: Some(224), ..DataConfig::default() };
+        let err = missing.shape_and_classes().unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/imagenet") && err.contains("data.classes"), "{err}");
+        assert_eq!(DataConfig { classes: Some(1000), ..missing.clone() }.shape_and_classes().unwrap(), ([3, 224, 224], 1000));
+        // Given classes size the model; the data must then agree when it is read.
+        let digits = DataConfig { classes: Some(7), ..DataConfig::default() };
+        assert_eq!(digits.shape_and_classes().unwrap(), ([1, 8, 8], 7));
+        let err = open(&digits).unwrap_err().to_string();
+        assert!(err.contains("data.classes = 7") && err.contains("10 classes"), "{err}");
+        assert!(open(&DataConfig { classes: Some(10), ..DataConfig::default() }).is_ok());
+        assert!(DataConfig { classes: Some(0), ..DataConfig::default() }.validate().unwrap_err().contains("data.classes"));
+    }
+
+    /// Image folders and MNIST files on disk: classes from the sub-folders (no image decoded),
+    /// the shape from the IDX header; a wrong `data.classes` is caught when the folder is read.
+    #[test]
+    fn shape_and_classes_read_folder_names_and_idx_headers() {
+        let dir = std::env::temp_dir().join(format!("plastic-data-shape-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let folder = dir.join("images");
+        for class in ["a", "b", "c"] {
+            std::fs::create_dir_all(folder.join(class)).unwrap();
+            image::RgbImage::from_pixel(6, 5, image::Rgb([9, 90, 200])).save(folder.join(class).join("x.png")).unwrap();
+            // Not an image: shape_and_classes must not decode it; open must.
+            std::fs::write(folder.join(class).join("y.png"), b"not a png").unwrap();
+        }
+        let config = DataConfig { kind: DataKind::ImageFolder, path: Some(folder.clone()), resolution: Some(16), channels: 1, ..DataConfig::default() };
+        assert_eq!(config.shape_and_classes().unwrap(), ([1, 16, 16], 3));
+        assert!(open(&config).is_err());
+        for class in ["a", "b", "c"] {
+            std::fs::remove_file(folder.join(class).join("y.png")).unwrap();
+        }
+        assert_eq!(open(&config).unwrap().num_classes(), 3);
+        let err = open(&DataConfig { classes: Some(4), ..config }).unwrap_err().to_string();
+        assert!(err.contains("data.classes = 4") && err.contains("3 classes"), "{err}");
+
+        let mnist = dir.join("mnist");
+        std::fs::create_dir_all(&mnist).unwrap();
+        let set = ImageSet::new(vec![7; 12 * 5 * 7], (0..12).collect(), [1, 5, 7], (0..12).map(|c| c.to_string()).collect()).unwrap();
+        for (split, ext) in [("train", ".gz"), ("t10k", "")] {
+            mnist::write_pair(&set, &mnist.join(format!("{split}-images-idx3-ubyte{ext}")), &mnist.join(format!("{split}-labels-idx1-ubyte{ext}"))).unwrap();
+        }
+        let config = DataConfig { kind: DataKind::Mnist, path: Some(mnist), ..DataConfig::default() };
+        let splits = open(&config).unwrap();
+        assert_eq!(config.shape_and_classes().unwrap(), (splits.shape(), splits.num_classes()));
+        assert_eq!(config.shape_and_classes().unwrap(), ([1, 5, 7], 12));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

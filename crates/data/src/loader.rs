@@ -1,9 +1,9 @@
 //! Batches in a fixed order, prepared ahead by background threads.
 //!
-//! Training batch `g` (the global step) is a pure function of `(seed, g)`: the epoch
-//! `g / steps_per_epoch` fixes a seeded permutation of the training set, the position inside
-//! the epoch picks a slice of it, and the augmentation of each image is drawn from a stream
-//! keyed by `g`. So a run resumed at step `g` sees exactly the batches an uninterrupted run
+//! Training batch `g` (the global step) is a pure function of `(seeds, g)`: the epoch
+//! `g / steps_per_epoch` fixes a permutation of the training set (stream `epoch` of the order
+//! seed), the position inside the epoch picks a slice of it, and the augmentation of each image
+//! is drawn from a seed keyed by `g` (stream `g` of the augmentation seed). So a run resumed at step `g` sees exactly the batches an uninterrupted run
 //! would, however many threads prepare them. (burn's multi-threaded loader yields batches in
 //! completion order, which is why we have our own.)
 
@@ -11,19 +11,30 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::set::ImageSet;
 use crate::transform::{Augmentation, Batch, Normalization, make_batch};
+
+/// The two seeds of a training loader. A run derives them from its seed, each for its own
+/// purpose, so that neither shares a ChaCha stream with the weights' draws (layer k's W is
+/// stream k of the weight seed, epoch k's shuffle stream k of the order seed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoaderSeeds {
+    /// The shuffle of every epoch.
+    pub order: u64,
+    /// Crops and flips.
+    pub augmentation: u64,
+}
 
 /// How training batches are drawn.
 #[derive(Debug, Clone)]
 pub struct TrainLoader {
     set: Arc<ImageSet>,
     batch_size: usize,
-    seed: u64,
+    seeds: LoaderSeeds,
     normalization: Normalization,
     augmentation: Augmentation,
     workers: usize,
@@ -32,9 +43,9 @@ pub struct TrainLoader {
 impl TrainLoader {
     /// `batch_size` is clamped to the set's size; an incomplete last batch of an epoch is
     /// dropped so every step sees the same shape.
-    pub fn new(set: Arc<ImageSet>, batch_size: usize, seed: u64, normalization: Normalization, augmentation: Augmentation, workers: usize) -> Self {
+    pub fn new(set: Arc<ImageSet>, batch_size: usize, seeds: LoaderSeeds, normalization: Normalization, augmentation: Augmentation, workers: usize) -> Self {
         let batch_size = batch_size.clamp(1, set.len().max(1));
-        Self { set, batch_size, seed, normalization, augmentation, workers: workers.max(1) }
+        Self { set, batch_size, seeds, normalization, augmentation, workers: workers.max(1) }
     }
 
     pub fn batch_size(&self) -> usize {
@@ -53,8 +64,9 @@ impl TrainLoader {
         perm[within * self.batch_size..(within + 1) * self.batch_size].to_vec()
     }
 
-    fn permutation(&self, epoch: usize) -> Vec<usize> {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+    /// The shuffle of `epoch`: stream `epoch` of the order seed.
+    pub fn permutation(&self, epoch: usize) -> Vec<usize> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seeds.order);
         rng.set_stream(epoch as u64);
         let mut perm: Vec<usize> = (0..self.set.len()).collect();
         perm.shuffle(&mut rng);
@@ -67,7 +79,9 @@ impl TrainLoader {
     }
 
     fn batch_from(&self, indices: &[usize], step: usize) -> Batch {
-        let aug_seed = self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step as u64).rotate_left(17);
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seeds.augmentation);
+        rng.set_stream(step as u64);
+        let aug_seed = rng.next_u64();
         make_batch(&self.set, indices, &self.normalization, Some((self.augmentation, aug_seed)))
     }
 
@@ -160,7 +174,7 @@ mod tests {
     }
 
     fn loader(workers: usize) -> TrainLoader {
-        TrainLoader::new(set(50), 8, 7, Normalization::identity(1), Augmentation { crop_padding: 1, flip: true }, workers)
+        TrainLoader::new(set(50), 8, LoaderSeeds { order: 7, augmentation: 8 }, Normalization::identity(1), Augmentation { crop_padding: 1, flip: true }, workers)
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte`,
 //! `t10k-labels-idx1-ubyte`, each optionally with a `.gz` suffix.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 use crate::error::{DataError, Result};
@@ -16,6 +16,31 @@ pub fn load(dir: &Path) -> Result<(ImageSet, ImageSet)> {
     let train = load_pair(&find(dir, "train-images-idx3-ubyte")?, &find(dir, "train-labels-idx1-ubyte")?)?;
     let test = load_pair(&find(dir, "t10k-images-idx3-ubyte")?, &find(dir, "t10k-labels-idx1-ubyte")?)?;
     Ok((train, test))
+}
+
+/// `[1, rows, cols]` and the class count of the training split, from the image file's IDX
+/// header and the (small) label file, without reading the images.
+pub fn shape_and_classes(dir: &Path) -> Result<([usize; 3], usize)> {
+    if !dir.is_dir() {
+        return Err(DataError::format(dir, "not a folder (expected MNIST IDX files)"));
+    }
+    let images = find(dir, "train-images-idx3-ubyte")?;
+    let mut reader = std::io::BufReader::new(std::fs::File::open(&images).map_err(|e| DataError::io(&images, e))?);
+    let gz = reader.fill_buf().map_err(|e| DataError::io(&images, e))?.starts_with(&[0x1f, 0x8b]);
+    let mut head = [0u8; 16];
+    let read = if gz { flate2::bufread::GzDecoder::new(reader).read_exact(&mut head) } else { reader.read_exact(&mut head) };
+    if read.is_err() || head[..4] != [0, 0, 0x08, 3] {
+        return Err(DataError::format(&images, "not an IDX file of unsigned-byte images (or a truncated header)"));
+    }
+    let dim = |i: usize| u32::from_be_bytes(head[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize;
+    let labels = find(dir, "train-labels-idx1-ubyte")?;
+    let (_, raw) = parse_idx(&labels, &read_maybe_gz(&labels)?, 1)?;
+    Ok(([1, dim(1), dim(2)], class_count(&raw)))
+}
+
+/// Classes of a split: at least the ten digits, more if a label says so.
+fn class_count(labels: &[u8]) -> usize {
+    (labels.iter().copied().max().unwrap_or(0) as usize + 1).max(10)
 }
 
 fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
@@ -72,8 +97,7 @@ fn load_pair(images: &Path, labels: &Path) -> Result<ImageSet> {
     if lshape[0] != shape[0] {
         return Err(DataError::format(labels, format!("{} labels for {} images", lshape[0], shape[0])));
     }
-    let classes = labels_raw.iter().copied().max().unwrap_or(0) as usize + 1;
-    let classes = classes.max(10);
+    let classes = class_count(&labels_raw);
     ImageSet::new(
         pixels,
         labels_raw.into_iter().map(u32::from).collect(),

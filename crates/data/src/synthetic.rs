@@ -40,13 +40,26 @@ impl Default for SyntheticConfig {
     }
 }
 
+impl SyntheticConfig {
+    /// Classes of the generated set (bars: `classes`, at least 2; shapes: 4).
+    pub fn num_classes(&self) -> usize {
+        match self.pattern {
+            Pattern::Bars => self.classes.max(2),
+            Pattern::Shapes => 4,
+        }
+    }
+
+    /// `[channels, size, size]` of the generated images.
+    pub fn shape(&self) -> [usize; 3] {
+        let s = self.size.max(4);
+        [self.channels.clamp(1, 3), s, s]
+    }
+}
+
 /// Generates the set. Identical for identical `(config, seed)` on every machine.
 pub fn generate(config: &SyntheticConfig, seed: u64) -> ImageSet {
-    let classes = match config.pattern {
-        Pattern::Bars => config.classes.max(2),
-        Pattern::Shapes => 4,
-    };
-    let (s, c) = (config.size.max(4), config.channels.clamp(1, 3));
+    let classes = config.num_classes();
+    let [c, s, _] = config.shape();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut pixels = Vec::with_capacity(config.samples * c * s * s);
     let mut labels = Vec::with_capacity(config.samples);

@@ -115,10 +115,12 @@ impl FeedbackConv2d {
         let weight = self.weight.val();
         let bias = self.bias.as_ref().map(|b| b.val());
         // Without autodiff (evaluation), with backprop, or on an input that carries no gradient
-        // (the image itself), the op is a plain convolution: no error goes down through B there,
-        // and W's gradient δy ⊛ x is the same under every rule. B is then left untrained, which
-        // spares the local losses a pass over the largest activations of the network.
-        if self.rule == LayerRule::Backprop || !weight.is_autodiff() || !x.is_tracked() {
+        // (the image itself) when B does not learn, the op is a plain convolution: no error goes
+        // down through B there, and W's gradient δy ⊛ x is the same under every rule. A layer on
+        // the image whose B learns (KP, local losses) still runs the op: its input gradient is
+        // never computed, but B gets its rule's update, as in Akrout's and Kunin's code, so its
+        // alignment means the same as in every other layer.
+        if self.rule.is_plain() || !weight.is_autodiff() || (!x.is_tracked() && !self.rule.trains_feedback()) {
             return conv2d(x, weight, bias, self.options());
         }
         let feedback = self.feedback_tensor(&weight);
@@ -155,7 +157,7 @@ impl FeedbackLayer for FeedbackConv2d {
 
     fn feedback_flat(&self) -> Tensor<1> {
         let w = self.weight.val().inner();
-        if self.rule == LayerRule::Backprop {
+        if self.rule.is_plain() {
             return w.flatten(0, 3);
         }
         self.feedback_tensor(&w).inner().flatten(0, 3)
@@ -188,13 +190,9 @@ impl FeedbackLayer for FeedbackConv2d {
         let x = Tensor::<4>::from_data(TensorData::new(noise, shape), &device);
         let options = ConvOptions::new(self.stride, [0, 0], self.dilation, self.groups);
         let b = feedback.val().inner();
-        let positions = {
-            let out = |n: usize, k: usize, d: usize, s: usize| (n - d * (k - 1) - 1) / s + 1;
-            (out(h, k1, self.dilation[0], self.stride[0]) * out(wd, k2, self.dilation[1], self.stride[1])) as f32
-        };
-        let grad = local_grad_on(x, w, b.clone(), options, LocalLoss { amp: 1.0, ..Default::default() });
-        // grad = −E_batch Σ_positions y x̃ᵀ; Ŵ = −grad / (positions σ²) estimates W.
-        let estimate = grad * (-1.0 / (positions * settings.noise_std * settings.noise_std));
+        // The amp term's gradient is −E[ŷ x̂ᵀ] on the normalised noise (mean over the batch and
+        // positions), whose expectation is −W: its negative estimates W.
+        let estimate = -local_grad_on(x, w, b.clone(), options, LocalLoss { amp: 1.0, ..Default::default() });
         let updated = b.clone() + (estimate - b * settings.decay) * settings.lr;
         self.feedback = Some(replace_value(feedback, updated, self.weight.val().is_autodiff()));
     }

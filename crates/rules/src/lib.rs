@@ -39,7 +39,7 @@ pub use conv2d::{FeedbackConv2d, FeedbackConv2dConfig, replace_value};
 pub use init::{LayerSeeds, WeightInit};
 pub use layer::{FeedbackLayer, FeedbackNetwork, LayerSummary, MirrorSettings, WeightAlignment, weight_alignment};
 pub use linear::{FeedbackLinear, FeedbackLinearConfig};
-pub use seeder::LayerSeeder;
+pub use seeder::{LayerSeeder, SeedPurpose, derive_seed, indexed_seed, splitmix64};
 pub use nonlinearity::Activation;
 pub use rule::{CoefficientScale, FeedbackOptimizer, LayerPosition, LayerRule, MirrorSource, RuleConfig, RuleKind, RuleOverride, SignVariant};
 pub use tap::{LayerTap, TapRequest};

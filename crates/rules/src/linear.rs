@@ -78,8 +78,8 @@ impl FeedbackLinear {
         let weight = self.weight.val();
         let bias = self.bias.as_ref().map(|b| b.val());
         // As in `FeedbackConv2d::forward`: a plain product without autodiff, with backprop, or
-        // on an input that carries no gradient (B would never be used there).
-        if self.rule == LayerRule::Backprop || !weight.is_autodiff() || !x.is_tracked() {
+        // on an input that carries no gradient when B does not learn.
+        if self.rule.is_plain() || !weight.is_autodiff() || (!x.is_tracked() && !self.rule.trains_feedback()) {
             return linear(x, weight, bias);
         }
         let feedback = self.feedback_tensor(&weight);
@@ -114,7 +114,7 @@ impl FeedbackLayer for FeedbackLinear {
 
     fn feedback_flat(&self) -> Tensor<1> {
         let w = self.weight.val().inner();
-        if self.rule == LayerRule::Backprop {
+        if self.rule.is_plain() {
             return w.flatten(0, 1);
         }
         self.feedback_tensor(&w).inner().flatten(0, 1)
@@ -140,8 +140,8 @@ impl FeedbackLayer for FeedbackLinear {
         let noise = self.source.mirror_noise(settings.batch * d_in, settings.noise_std, step);
         let x = Tensor::<2>::from_data(TensorData::new(noise, [settings.batch, d_in]), &w.device());
         let b = feedback.val().inner();
-        let grad = local_linear_grad_on(x, w, b.clone(), LocalLoss { amp: 1.0, ..Default::default() });
-        let estimate = grad * (-1.0 / (settings.noise_std * settings.noise_std));
+        // −E[ŷ x̂ᵀ] on normalised noise estimates −W (see `ops::LocalLoss`).
+        let estimate = -local_linear_grad_on(x, w, b.clone(), LocalLoss { amp: 1.0, ..Default::default() });
         let updated = b.clone() + (estimate - b * settings.decay) * settings.lr;
         self.feedback = Some(replace_value(feedback, updated, self.weight.val().is_autodiff()));
     }

@@ -25,13 +25,21 @@ use burn::tensor::{Shape, Slice, Tensor};
 use crate::tap::LayerTap;
 
 /// Coefficients of the local loss whose gradient trains B (all terms stop-gradient on x and W;
-/// y = Wx before the bias; expectations are batch means; for a convolution, sums run over
-/// channels and positions, and "Bx" / "Bᵀy" are the convolution with B and its transpose):
+/// for a convolution, "Bx" / "Bᵀy" are the convolution with B and its transpose):
 ///
-/// R = decay·(‖W‖² + ‖B‖²) − self_align·⟨B, W⟩ − amp·E[y·(Bx)] + null·E‖Bᵀy‖²
-///     + sparse·(E‖y‖² + E‖Bx‖²)
+/// R = decay·(‖W‖² + ‖B‖²) − self_align·⟨B, W⟩ − amp·E[ŷ·(Bx̂)] + null·E‖Bᵀŷ‖²
+///     + sparse·(E‖ŷ‖² + E‖Bx̂‖²)
 ///
-/// ∂R/∂B = 2·decay·B − self_align·W − amp·E[y xᵀ] + 2·null·E[y (Bᵀy)ᵀ] + 2·sparse·E[(Bx) xᵀ]
+/// ∂R/∂B = 2·decay·B − self_align·W − amp·E[ŷ x̂ᵀ] + 2·null·E[ŷ (Bᵀŷ)ᵀ] + 2·sparse·E[(Bx̂) x̂ᵀ]
+///
+/// The data terms read the layer's input centred per channel and scaled to unit RMS,
+/// x̂ = (x − E[x]) / rms(x − E[x]) (batch statistics, as the optional centring and
+/// normalisation of Kunin et al.'s code), and ŷ = W x̂; E is the mean over the batch and, for a
+/// convolution, over output positions. Without this the data terms scale with the spatial size
+/// and with E[x²] — for a ReLU layer's uncentred input, E[xxᵀ] is dominated by the mean, so
+/// weight mirror's fixed point B ∝ W·E[xxᵀ] is a rank-one matrix many times W's size — and the
+/// rules only trained with Adam. With it, the fixed points are scale-free: B = (β/2α)·W·Cov(x̂)
+/// for weight mirror, B = W for symmetric and activation alignment.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct LocalLoss {
     pub decay: f32,
@@ -137,6 +145,14 @@ trait LayerKind: Debug + Clone + Send + Sync + 'static {
     fn bias_grad<B: Backend>(&self, x: &FloatTensor<B>, bias: &FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B>;
     /// The bias reshaped to broadcast over an output.
     fn bias_shape(&self, channels: usize) -> Shape;
+    /// The mean of x over everything but its channel axis, shaped to broadcast over x.
+    fn channel_mean<B: Backend>(&self, x: &FloatTensor<B>) -> FloatTensor<B>;
+    /// A one-example input holding `mean` everywhere (to correct a linear map for centring).
+    fn constant_input<B: Backend>(&self, x: &FloatTensor<B>, mean: FloatTensor<B>) -> FloatTensor<B>;
+    /// Output positions per example and channel (1 for a dense layer).
+    fn positions(&self, output_shape: &Shape) -> usize;
+    /// The shape of a scalar broadcast over an input or output.
+    fn scalar_shape(&self) -> Shape;
 
     fn forward<B: Backend>(&self, x: FloatTensor<B>, kernel: FloatTensor<B>, bias: Option<FloatTensor<B>>) -> FloatTensor<B> {
         let y = self.apply::<B>(x, kernel);
@@ -179,6 +195,19 @@ impl LayerKind for ConvKind {
     fn bias_shape(&self, channels: usize) -> Shape {
         Shape::new([1, channels, 1, 1])
     }
+    fn channel_mean<B: Backend>(&self, x: &FloatTensor<B>) -> FloatTensor<B> {
+        B::float_mean_dim(B::float_mean_dim(B::float_mean_dim(x.clone(), 0), 2), 3)
+    }
+    fn constant_input<B: Backend>(&self, x: &FloatTensor<B>, mean: FloatTensor<B>) -> FloatTensor<B> {
+        let s = x.shape();
+        B::float_expand(mean, Shape::new([1, s[1], s[2], s[3]]))
+    }
+    fn positions(&self, output_shape: &Shape) -> usize {
+        output_shape[2] * output_shape[3]
+    }
+    fn scalar_shape(&self) -> Shape {
+        Shape::new([1, 1, 1, 1])
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -206,6 +235,18 @@ impl LayerKind for DenseKind {
     }
     fn bias_shape(&self, channels: usize) -> Shape {
         Shape::new([1, channels])
+    }
+    fn channel_mean<B: Backend>(&self, x: &FloatTensor<B>) -> FloatTensor<B> {
+        B::float_mean_dim(x.clone(), 0)
+    }
+    fn constant_input<B: Backend>(&self, _x: &FloatTensor<B>, mean: FloatTensor<B>) -> FloatTensor<B> {
+        mean
+    }
+    fn positions(&self, _output_shape: &Shape) -> usize {
+        1
+    }
+    fn scalar_shape(&self) -> Shape {
+        Shape::new([1, 1])
     }
 }
 
@@ -286,12 +327,15 @@ impl<B: Backend, K: LayerKind, const N: usize> Backward<B, N> for FeedbackBackwa
 
 /// δW (when `need_weight_grad`) and ∂R/∂B of [`LocalLoss`] (when `local`), sharing work:
 ///
-/// ∂R/∂B = 2·decay·B − self·W + (1/N)·[corr(x, 2·sparse·Bx − amp·y) + corr(2·null·Bᵀy, y)]
+/// ∂R/∂B = 2·decay·B − self·W + (1/(N·P))·[corr(x̂, 2·sparse·Bx̂ − amp·ŷ) + corr(2·null·Bᵀŷ, ŷ)]
 ///
-/// where `corr(a, g)` is the weight-gradient correlation (Σ g aᵀ). Both data terms are linear
-/// in each argument, so when the null term is present the amp term moves into it
-/// (`corr(x, −amp·y) + corr(z, 2·null·y) = corr(2·null·z − amp·x, y)`); the term that reads x
-/// is computed in the same call as δW, stacked on the output channels.
+/// where `corr(a, g)` is the weight-gradient correlation (Σ g aᵀ), N the batch and P the
+/// output positions. Both data terms are linear in each argument, so when the null term is
+/// present the amp term moves into it (`corr(x̂, −amp·ŷ) + corr(z, 2·null·ŷ) =
+/// corr(2·null·z − amp·x̂, ŷ)`). The term that reads x̂ is computed from x in the same call as
+/// δW, stacked on the output channels: corr(x̂, g) = (corr(x, g) − corr(μ, Σ_batch g)) / rms,
+/// with μ the one-example input holding the channel means. ŷ comes from the kept output:
+/// ŷ = (y − W μ) / rms.
 fn weight_and_local_grads<B: Backend, K: LayerKind>(
     st: &FeedbackState<B, K>,
     grad: FloatTensor<B>,
@@ -307,47 +351,66 @@ fn weight_and_local_grads<B: Backend, K: LayerKind>(
         Some(a) => B::float_add(a, b),
         None => b,
     };
-    // y = W x before the bias.
-    let y = loss.needs_output().then(|| {
-        let out = st.output.clone().expect("the forward keeps its output when the local loss needs y");
-        match &st.bias {
-            Some(b) => B::float_sub(out, B::float_reshape(b.clone(), kind.bias_shape(b.shape().num_elements()))),
-            None => out,
+    let has_data = loss.amp != 0.0 || loss.null != 0.0 || loss.sparse != 0.0;
+    let mut data: Option<FloatTensor<B>> = None;
+    let mut gw: Option<FloatTensor<B>> = None;
+    if has_data {
+        // Batch statistics of the input: channel means μ and the centred input's RMS.
+        let mean = kind.channel_mean::<B>(&st.x);
+        let centred = B::float_sub(st.x.clone(), mean.clone());
+        let rms = B::float_add_scalar(B::float_sqrt(B::float_mean(B::float_mul(centred.clone(), centred.clone()))), 1e-12f32.into());
+        let inv_rms = B::float_reshape(B::float_recip(rms), kind.scalar_shape());
+        let mean_input = kind.constant_input::<B>(&st.x, mean);
+        let x_hat = || B::float_mul(centred.clone(), inv_rms.clone());
+        // ŷ = W x̂ = (y − W μ) / rms, y = W x before the bias.
+        let y_hat = loss.needs_output().then(|| {
+            let out = st.output.clone().expect("the forward keeps its output when the local loss needs y");
+            let y = match &st.bias {
+                Some(b) => B::float_sub(out, B::float_reshape(b.clone(), kind.bias_shape(b.shape().num_elements()))),
+                None => out,
+            };
+            B::float_mul(B::float_sub(y, kind.apply::<B>(mean_input.clone(), st.weight.clone())), inv_rms.clone())
+        });
+        let null = loss.null != 0.0;
+        // The gradient paired with x̂: 2·sparse·Bx̂, and −amp·ŷ unless the null term absorbs it.
+        let mut g_x: Option<FloatTensor<B>> = None;
+        if loss.amp != 0.0 && !null {
+            g_x = Some(scale(y_hat.clone().unwrap(), -loss.amp));
         }
-    });
-    let null = loss.null != 0.0;
-    // The gradient paired with x: 2·sparse·Bx, and −amp·y unless the null term absorbs it.
-    let mut g_x: Option<FloatTensor<B>> = None;
-    if loss.amp != 0.0 && !null {
-        g_x = Some(scale(y.clone().unwrap(), -loss.amp));
-    }
-    if loss.sparse != 0.0 {
-        g_x = Some(add(g_x, scale(kind.apply::<B>(st.x.clone(), st.feedback.clone()), 2.0 * loss.sparse)));
-    }
-    // The input paired with y: 2·null·Bᵀy − amp·x.
-    let y_term = null.then(|| {
-        let y = y.clone().unwrap();
-        let mut a = scale(kind.apply_transpose::<B>(&st.x, st.feedback.clone(), y.clone()), 2.0 * loss.null);
-        if loss.amp != 0.0 {
-            a = B::float_sub(a, scale(st.x.clone(), loss.amp));
+        if loss.sparse != 0.0 {
+            g_x = Some(add(g_x, scale(kind.apply::<B>(x_hat(), st.feedback.clone()), 2.0 * loss.sparse)));
         }
-        kind.correlate::<B>(a, &st.feedback, y)
-    });
-    let (gw, x_term) = match (need_weight_grad, g_x) {
-        (true, Some(g_x)) => {
-            let (gw, gb) = kind.correlate_pair::<B>(st.x.clone(), &st.weight, grad, g_x);
-            (Some(gw), Some(gb))
+        // The input paired with ŷ: 2·null·Bᵀŷ − amp·x̂.
+        let y_term = null.then(|| {
+            let y = y_hat.clone().unwrap();
+            let mut a = scale(kind.apply_transpose::<B>(&st.x, st.feedback.clone(), y.clone()), 2.0 * loss.null);
+            if loss.amp != 0.0 {
+                a = B::float_sub(a, scale(x_hat(), loss.amp));
+            }
+            kind.correlate::<B>(a, &st.feedback, y)
+        });
+        let x_term = g_x.map(|g_x| {
+            let summed = B::float_sum_dim(g_x.clone(), 0);
+            let raw = if need_weight_grad {
+                let (w, b) = kind.correlate_pair::<B>(st.x.clone(), &st.weight, grad.clone(), g_x);
+                gw = Some(w);
+                b
+            } else {
+                kind.correlate::<B>(st.x.clone(), &st.feedback, g_x)
+            };
+            let correction = kind.correlate::<B>(mean_input.clone(), &st.feedback, summed);
+            B::float_mul(B::float_sub(raw, correction), inv_rms.clone())
+        });
+        let count = (st.x.shape()[0] * kind.positions(&grad.shape())) as f32;
+        data = match (x_term, y_term) {
+            (Some(a), Some(b)) => Some(B::float_add(a, b)),
+            (a, b) => a.or(b),
         }
-        (true, None) => (Some(kind.correlate::<B>(st.x.clone(), &st.weight, grad)), None),
-        (false, Some(g_x)) => (None, Some(kind.correlate::<B>(st.x.clone(), &st.feedback, g_x))),
-        (false, None) => (None, None),
-    };
-    let n = st.x.shape()[0] as f32;
-    let data = match (x_term, y_term) {
-        (Some(a), Some(b)) => Some(B::float_add(a, b)),
-        (a, b) => a.or(b),
+        .map(|d| scale(d, 1.0 / count));
     }
-    .map(|d| scale(d, 1.0 / n));
+    if need_weight_grad && gw.is_none() {
+        gw = Some(kind.correlate::<B>(st.x.clone(), &st.weight, grad));
+    }
     let mut g = scale(st.feedback.clone(), 2.0 * loss.decay);
     if loss.self_align != 0.0 {
         g = B::float_sub(g, scale(st.weight.clone(), loss.self_align));

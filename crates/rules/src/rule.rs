@@ -25,10 +25,13 @@ pub enum RuleKind {
     SymmetricAlignment,
     /// Kunin et al. 2020: α·sparse + β·amp, B aligned to W.
     ActivationAlignment,
+    /// Nøkland 2016: every hidden layer's input receives the output error e through its own
+    /// fixed random matrix B_l [layer inputs × classes] (held by the model, not the layer).
+    DirectFeedbackAlignment,
 }
 
 impl RuleKind {
-    pub const ALL: [RuleKind; 8] = [
+    pub const ALL: [RuleKind; 9] = [
         RuleKind::Backprop,
         RuleKind::FeedbackAlignment,
         RuleKind::SignSymmetry,
@@ -37,6 +40,7 @@ impl RuleKind {
         RuleKind::InformationAlignment,
         RuleKind::SymmetricAlignment,
         RuleKind::ActivationAlignment,
+        RuleKind::DirectFeedbackAlignment,
     ];
 
     /// The snake_case name used in configs and file names.
@@ -50,6 +54,7 @@ impl RuleKind {
             RuleKind::InformationAlignment => "information_alignment",
             RuleKind::SymmetricAlignment => "symmetric_alignment",
             RuleKind::ActivationAlignment => "activation_alignment",
+            RuleKind::DirectFeedbackAlignment => "direct_feedback_alignment",
         }
     }
 }
@@ -72,10 +77,13 @@ pub enum SignVariant {
 #[serde(rename_all = "snake_case")]
 pub enum MirrorSource {
     /// The layer's actual input, in the same backward pass (Kunin's local loss α·decay + β·amp).
-    #[default]
+    /// Its fixed point B = (β/2α)·W·Cov(x̂) follows W only as far as the layer's inputs are
+    /// white, which ReLU features are not: an option, not the default.
     Data,
-    /// Akrout's mirror mode: white noise x̃ every `mirror_every` steps, y = W x̃,
-    /// B ← B + mirror_lr·(E[y x̃ᵀ]/σ² − mirror_decay·B).
+    /// Akrout's mirror mode (the default): white noise x̃ every `mirror_every` steps, y = W x̃,
+    /// B ← B + mirror_lr·(E[y x̃ᵀ]/σ² − mirror_decay·B), whose fixed point is B = W/mirror_decay
+    /// whatever the data.
+    #[default]
     Noise,
 }
 
@@ -116,8 +124,9 @@ pub struct RuleOverride {
 #[serde(deny_unknown_fields, default)]
 pub struct RuleConfig {
     pub kind: RuleKind,
-    /// Seed of B's initial draw (and of frSF / brSF magnitudes, mirror noise). Default: the run
-    /// seed + 1, so W and B are independent draws.
+    /// Replaces the feedback seed (B's initial draw, frSF / brSF magnitudes, DFA's B_l).
+    /// Default: hashed from the run seed for that purpose alone, so W and B, and runs with
+    /// neighbouring seeds, share no stream.
     pub seed: Option<u64>,
     /// Sign-symmetry variant.
     pub variant: SignVariant,
@@ -140,6 +149,13 @@ pub struct RuleConfig {
     pub b_lr: Option<f64>,
     pub b_weight_decay: Option<f64>,
     pub b_optimizer: FeedbackOptimizer,
+    /// Kolen–Pollack's weight decay on W and B alike (default: the larger of the run's
+    /// `train.weight_decay` and the decay that shrinks B − W tenfold by mid-run).
+    pub kp_decay: Option<f64>,
+    /// Clip the task gradients' norm to this value when `train.grad_clip` is 0 and any layer
+    /// follows a rule other than backprop (default 1; 0 turns it off). See
+    /// [`RuleConfig::effective_grad_clip`].
+    pub grad_clip: Option<f64>,
     /// Per-layer exceptions, e.g. `[{ layers = ["last"], kind = "backprop" }]`.
     pub overrides: Vec<RuleOverride>,
 }
@@ -150,7 +166,7 @@ impl Default for RuleConfig {
             kind: RuleKind::Backprop,
             seed: None,
             variant: SignVariant::Usf,
-            source: MirrorSource::Data,
+            source: MirrorSource::Noise,
             alpha: None,
             beta: None,
             gamma: None,
@@ -163,6 +179,8 @@ impl Default for RuleConfig {
             b_lr: None,
             b_weight_decay: None,
             b_optimizer: FeedbackOptimizer::Same,
+            kp_decay: None,
+            grad_clip: None,
             overrides: Vec::new(),
         }
     }
@@ -206,6 +224,8 @@ pub enum LayerRule {
     InformationAlignment { alpha: f32, beta: f32, gamma: f32 },
     SymmetricAlignment { alpha: f32, beta: f32 },
     ActivationAlignment { alpha: f32, beta: f32 },
+    /// The layer itself runs as backprop; the model projects the output error onto its input.
+    DirectFeedbackAlignment,
 }
 
 impl LayerRule {
@@ -219,6 +239,7 @@ impl LayerRule {
             LayerRule::InformationAlignment { .. } => RuleKind::InformationAlignment,
             LayerRule::SymmetricAlignment { .. } => RuleKind::SymmetricAlignment,
             LayerRule::ActivationAlignment { .. } => RuleKind::ActivationAlignment,
+            LayerRule::DirectFeedbackAlignment => RuleKind::DirectFeedbackAlignment,
         }
     }
 
@@ -226,7 +247,7 @@ impl LayerRule {
     pub fn feedback_grad(&self) -> FeedbackGrad {
         let local = |l: LocalLoss| FeedbackGrad::Local(l);
         match *self {
-            LayerRule::Backprop | LayerRule::FeedbackAlignment | LayerRule::SignSymmetry(_) => FeedbackGrad::None,
+            LayerRule::Backprop | LayerRule::FeedbackAlignment | LayerRule::SignSymmetry(_) | LayerRule::DirectFeedbackAlignment => FeedbackGrad::None,
             LayerRule::WeightMirror { source: MirrorSource::Noise, .. } => FeedbackGrad::None,
             LayerRule::KolenPollack => FeedbackGrad::WeightGrad,
             LayerRule::WeightMirror { alpha, beta, source: MirrorSource::Data } => local(LocalLoss { decay: alpha, amp: beta, ..Default::default() }),
@@ -238,7 +259,14 @@ impl LayerRule {
 
     /// Whether the layer stores B as a parameter of its own (drawn at init, saved in checkpoints).
     pub fn stores_feedback(&self) -> bool {
-        !matches!(self, LayerRule::Backprop | LayerRule::SignSymmetry(_))
+        !matches!(self, LayerRule::Backprop | LayerRule::SignSymmetry(_) | LayerRule::DirectFeedbackAlignment)
+    }
+
+    /// Whether the layer's own op is a plain convolution / product whose input gradient goes
+    /// through W: backprop, and direct feedback alignment (whose error reaches each layer's
+    /// input from the readout, through the model's B_l, not through the layer above).
+    pub fn is_plain(&self) -> bool {
+        matches!(self, LayerRule::Backprop | LayerRule::DirectFeedbackAlignment)
     }
 
     /// Whether B learns from Akrout's mirror step on noise (outside the optimiser).
@@ -284,7 +312,28 @@ impl RuleConfig {
             RuleKind::InformationAlignment => LayerRule::InformationAlignment { alpha, beta, gamma },
             RuleKind::SymmetricAlignment => LayerRule::SymmetricAlignment { alpha, beta },
             RuleKind::ActivationAlignment => LayerRule::ActivationAlignment { alpha, beta },
+            RuleKind::DirectFeedbackAlignment => LayerRule::DirectFeedbackAlignment,
         }
+    }
+
+    /// The task-gradient clip of a run whose own `train.grad_clip` is `train_clip`, when its
+    /// layers follow `rules`.
+    ///
+    /// Why a rule-level default: in every rule but backprop the hidden layers' updates are not
+    /// the gradient of the loss (FA, sign symmetry, DFA throughout; KP, WM, IA, SA, AA until B
+    /// has aligned). Backprop's steps are held back by the loss's own curvature; these are not.
+    /// On a network without normalisation (the quickstart CNN, SGD lr 0.05, momentum 0.9) the
+    /// hidden activations h then grow along the feedback directions within the first 20–40
+    /// steps, the readout's step — whose curvature grows with ‖h‖² — becomes unstable, the
+    /// logits reach the thousands and the error saturates, which keeps the hidden pushes at full
+    /// size: the readout's weights grew 30× in 40 steps under FA. Bounding the task step's norm
+    /// (1, as is usual for recurrent nets) lets B or W align before anything grows.
+    pub fn effective_grad_clip(&self, train_clip: f64, rules: impl IntoIterator<Item = LayerRule>) -> f64 {
+        if train_clip > 0.0 {
+            return train_clip;
+        }
+        let any_other = rules.into_iter().any(|r| r != LayerRule::Backprop);
+        if any_other { self.grad_clip.unwrap_or(1.0) } else { 0.0 }
     }
 
     /// A rule kind from its config name (`feedback_alignment`, …).
@@ -322,6 +371,16 @@ impl RuleConfig {
             && !(wd >= 0.0 && wd.is_finite())
         {
             return Err(format!("rule.b_weight_decay = {wd} must be ≥ 0"));
+        }
+        if let Some(c) = self.grad_clip
+            && !(c >= 0.0 && c.is_finite())
+        {
+            return Err(format!("rule.grad_clip = {c} must be ≥ 0"));
+        }
+        if let Some(d) = self.kp_decay
+            && !(d >= 0.0 && d.is_finite())
+        {
+            return Err(format!("rule.kp_decay = {d} must be ≥ 0"));
         }
         for (i, o) in self.overrides.iter().enumerate() {
             if o.layers.is_empty() {

@@ -4,7 +4,8 @@
 use crate::{FeedbackConv2dConfig, FeedbackLinearConfig, LayerPosition, RuleConfig, WeightInit};
 
 /// Hands out configs to the feedback layers of a model in construction order. Layer `k` (from
-/// 1) draws W and B from stream `k` of the run's two seeds, so a model's initial weights depend
+/// 1) draws W and B from stream `k` of the run's two seeds (the [`SeedPurpose::Weights`] and
+/// [`SeedPurpose::Feedback`] seeds of [`derive_seed`]), so a model's initial weights depend
 /// only on its architecture and seeds.
 pub struct LayerSeeder<'a> {
     rules: &'a RuleConfig,
@@ -56,5 +57,97 @@ impl<'a> LayerSeeder<'a> {
         }
         let index = self.names.iter().position(|n| n == name).expect("pushed above");
         (self.rules.layer_rule(name, LayerPosition { index, count: self.names.len() }), self.stream)
+    }
+}
+
+/// What a random draw of a run is for. Each purpose gets its own seed, hashed from the run
+/// seed by [`derive_seed`], so no two purposes (nor the same purpose of runs with seeds s and
+/// s + 1) ever read the same `(seed, stream)` of ChaCha.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SeedPurpose {
+    /// Initial W of every layer (stream = layer index).
+    Weights,
+    /// Initial B of every layer (stream = layer index); also the root of the draws below that
+    /// belong to the feedback pathway ([`SeedPurpose::Magnitudes`], [`SeedPurpose::MirrorNoise`]).
+    Feedback,
+    /// The shuffle of each epoch (stream = epoch).
+    BatchOrder,
+    /// Crops and flips (one seed per step, stream = image in the batch).
+    Augmentation,
+    /// The device RNG, reseeded at every step (dropout).
+    Dropout,
+    /// Sign symmetry's random magnitudes (frSF once, brSF per step).
+    Magnitudes,
+    /// Weight mirror's white noise (per mirror step).
+    MirrorNoise,
+}
+
+impl SeedPurpose {
+    /// A fixed tag per purpose (its name's bytes), mixed into the seed.
+    const fn tag(self) -> u64 {
+        let name: &[u8; 8] = match self {
+            SeedPurpose::Weights => b"weights\0",
+            SeedPurpose::Feedback => b"feedback",
+            SeedPurpose::BatchOrder => b"order\0\0\0",
+            SeedPurpose::Augmentation => b"augment\0",
+            SeedPurpose::Dropout => b"dropout\0",
+            SeedPurpose::Magnitudes => b"magnitud",
+            SeedPurpose::MirrorNoise => b"mirror\0\0",
+        };
+        splitmix64(u64::from_le_bytes(*name))
+    }
+}
+
+/// SplitMix64's finaliser (Steele et al. 2014): a bijection of u64 whose outputs for nearby
+/// inputs look independent.
+pub const fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The seed of `purpose` in a run (or layer) seeded with `seed`. Two different `(seed,
+/// purpose)` pairs collide only by a 2⁻⁶⁴ accident.
+pub const fn derive_seed(seed: u64, purpose: SeedPurpose) -> u64 {
+    splitmix64(splitmix64(seed) ^ purpose.tag())
+}
+
+/// The seed of draw `index` (a step) within a purpose's seed: distinct for distinct indices.
+pub const fn indexed_seed(seed: u64, index: u64) -> u64 {
+    splitmix64(seed ^ splitmix64(index))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [SeedPurpose; 7] = [
+        SeedPurpose::Weights,
+        SeedPurpose::Feedback,
+        SeedPurpose::BatchOrder,
+        SeedPurpose::Augmentation,
+        SeedPurpose::Dropout,
+        SeedPurpose::Magnitudes,
+        SeedPurpose::MirrorNoise,
+    ];
+
+    #[test]
+    fn purposes_of_neighbouring_run_seeds_never_share_a_seed() {
+        let mut seen = std::collections::HashSet::new();
+        for seed in 0..200u64 {
+            for p in ALL {
+                assert!(seen.insert(derive_seed(seed, p)), "seed {seed} {p:?} repeats an earlier derived seed");
+            }
+        }
+        assert_eq!(seen.len(), 200 * ALL.len());
+    }
+
+    #[test]
+    fn splitmix64_matches_the_reference_values() {
+        // The first outputs of Vigna's splitmix64.c seeded with 0 (state advanced by the
+        // golden gamma before each output).
+        assert_eq!(splitmix64(0), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(splitmix64(0x9E37_79B9_7F4A_7C15), 0x6E78_9E6A_A1B9_65F4);
     }
 }

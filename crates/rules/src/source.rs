@@ -5,9 +5,12 @@ use burn::tensor::{Tensor, TensorData};
 
 use crate::init::{WeightInit, normal_stream};
 use crate::rule::{LayerRule, SignVariant};
+use crate::seeder::{SeedPurpose, derive_seed};
 
 /// Per-layer feedback draws. Everything is a pure function of `(seed, stream, step)`, so a
-/// resumed run redraws exactly what an uninterrupted one drew.
+/// resumed run redraws exactly what an uninterrupted one drew. `seed` is the layer's feedback
+/// seed (B's own draw uses it directly); magnitudes and mirror noise use seeds derived from it
+/// per purpose, so none of them reuses B's or another purpose's streams.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeedbackSource {
     pub rule: LayerRule,
@@ -18,9 +21,10 @@ pub struct FeedbackSource {
     pub stream: u64,
 }
 
-/// Stream offsets keep the draws of different purposes apart.
-const MAGNITUDE_STREAM: u64 = 1 << 40;
-const MIRROR_STREAM: u64 = 2 << 40;
+/// The stream of a per-step draw: the step above the layer's stream (layers < 2²⁰).
+fn step_stream(step: u64, stream: u64) -> u64 {
+    (step << 20) + stream
+}
 
 impl FeedbackSource {
     /// frSF's fixed magnitudes |M|, drawn like W; `None` for every other rule.
@@ -30,7 +34,7 @@ impl FeedbackSource {
 
     fn magnitudes(&self, len: usize, step: u64) -> Vec<f32> {
         self.init
-            .sample(len, self.fan_in, self.fan_out, self.seed, MAGNITUDE_STREAM + (step << 20) + self.stream)
+            .sample(len, self.fan_in, self.fan_out, derive_seed(self.seed, SeedPurpose::Magnitudes), step_stream(step, self.stream))
             .into_iter()
             .map(f32::abs)
             .collect()
@@ -57,6 +61,6 @@ impl FeedbackSource {
 
     /// White noise of standard deviation `std` for the mirror step of `step`.
     pub fn mirror_noise(&self, len: usize, std: f32, step: u64) -> Vec<f32> {
-        normal_stream(len, self.seed, MIRROR_STREAM + (step << 20) + self.stream).into_iter().map(|v| v * std).collect()
+        normal_stream(len, derive_seed(self.seed, SeedPurpose::MirrorNoise), step_stream(step, self.stream)).into_iter().map(|v| v * std).collect()
     }
 }

@@ -100,7 +100,7 @@ impl LayerTap {
     }
 
     /// Adds `[⟨δx_rule, δx_backprop⟩, ‖δx_rule‖², ‖δx_backprop‖²]` of one call.
-    pub(crate) fn record_true_grad_sums(&self, sums: [f64; 3]) {
+    pub fn record_true_grad_sums(&self, sums: [f64; 3]) {
         self.lock().true_grad_angle.add(sums);
     }
 

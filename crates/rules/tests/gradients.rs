@@ -224,10 +224,22 @@ fn flex_fa_input_grad_is_transposed_conv_with_b() {
     fa_input_grad_is_transposed_conv_with_b(&Device::flex(), &GEOMETRIES);
 }
 
-/// R(B) written with ordinary differentiable ops (the oracle): conv stop-gradient on x and W.
+/// x̂ = (x − channel mean) / rms(x − channel mean), computed independently of the op: batch
+/// statistics over every axis but the channel axis (1).
+fn normalise<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let mean = (0..D).filter(|&axis| axis != 1).fold(x.clone(), |m, axis| m.mean_dim(axis));
+    let centred = x - mean;
+    let rms = (centred.clone() * centred.clone()).mean().sqrt();
+    centred / rms.reshape([1; D])
+}
+
+/// R(B) written with ordinary differentiable ops (the oracle): conv stop-gradient on x and W,
+/// on the normalised input x̂ and ŷ = W x̂, expectations over the batch and output positions.
 fn local_loss_autodiff_conv(x: Tensor<4>, w: Tensor<4>, b: Tensor<4>, l: LocalLoss, opts: ConvOptions<2>, tr: ConvTransposeOptions<2>) -> Tensor<1> {
-    let n = x.dims()[0] as f64;
+    let x = normalise(x).detach();
     let y = conv2d(x.clone(), w.clone(), None, opts.clone()).detach();
+    let [batch, _, h_out, w_out] = y.dims();
+    let n = (batch * h_out * w_out) as f64;
     let bx = conv2d(x, b.clone(), None, opts);
     let bty = conv_transpose2d(y.clone(), b.clone(), None, tr);
     let decay = (w.clone() * w.clone()).sum().detach() + (b.clone() * b.clone()).sum();
@@ -280,7 +292,7 @@ fn closed_form_b_grads_match_autodiff(device: &Device, geometries: &[Geometry], 
         let w_in = if w_tracked { Tensor::from_inner(wt.clone()).require_grad() } else { Tensor::from_inner(wt.clone()) };
         let spec = BackwardSpec { feedback_grad: FeedbackGrad::Local(l), tap: None };
         let got = b.grad(&feedback_linear(Tensor::from_inner(x.clone()), w_in, None, b.clone(), spec).sum().backward()).unwrap();
-        let (x, wt) = (Tensor::from_inner(x), Tensor::from_inner(wt));
+        let (x, wt) = (normalise(Tensor::from_inner(x)).detach(), Tensor::from_inner(wt));
         let bo = Tensor::from_inner(b0).require_grad();
         let y = x.clone().matmul(wt.clone()).detach();
         let bx = x.matmul(bo.clone());
@@ -422,11 +434,12 @@ fn wgpu_small_cases_per_rule_family() {
     closed_form_b_grads_match_autodiff(&device, &[small], &[LocalLoss { decay: 0.3, self_align: 0.2, amp: 0.9, null: 0.4, sparse: 0.6 }]);
 }
 
-/// A layer on the data (an input that carries no gradient) runs as a plain convolution: W's
-/// gradient is backprop's and B, never used there, gets none; the same layer on a tracked input
-/// trains B by its local loss.
+/// A layer on the data (an input that carries no gradient): W's gradient is backprop's under
+/// every rule; a B that learns (local losses, KP) still gets its rule's update there, as in
+/// Akrout's and Kunin's code, equal to the one it gets on a tracked input; a fixed B (FA) gets
+/// none.
 #[test]
-fn flex_layer_on_untracked_input_leaves_b_untrained() {
+fn flex_first_layer_b_learns_on_untracked_input() {
     use plastic_rules::{FeedbackConv2dConfig, FeedbackLinearConfig};
     let ad = Device::flex().autodiff();
     let wm = LayerRule::WeightMirror { alpha: 0.5, beta: 0.5, source: MirrorSource::Data };
@@ -436,12 +449,152 @@ fn flex_layer_on_untracked_input_leaves_b_untrained() {
     let bp = plastic_rules::FeedbackConv2d { weight: plastic_rules::replace_value(bp.weight, conv.weight.val(), true), ..bp };
     let (g_rule, g_bp) = (conv.forward(x.clone()).sum().backward(), bp.forward(x.clone()).sum().backward());
     assert_close("W grad on the data", conv.weight.grad(&g_rule).unwrap(), bp.weight.grad(&g_bp).unwrap(), 1e-6);
-    assert!(conv.feedback.as_ref().unwrap().grad(&g_rule).is_none(), "B of a layer on the data got a gradient");
-    let tracked = conv.forward(x.require_grad()).sum().backward();
-    assert!(conv.feedback.as_ref().unwrap().grad(&tracked).is_some(), "B of a layer on a tracked input got no gradient");
+    let on_data = conv.feedback.as_ref().unwrap().grad(&g_rule).expect("B of the layer on the data learns");
+    let tracked = conv.forward(x.clone().require_grad()).sum().backward();
+    assert_close("B grad on the data vs on a tracked input", on_data, conv.feedback.as_ref().unwrap().grad(&tracked).unwrap(), 1e-6);
+    let kp = FeedbackConv2dConfig::new([2, 3], [3, 3]).with_padding([1, 1]).with_rule(LayerRule::KolenPollack).init(&ad);
+    let g = kp.forward(x.clone()).sum().backward();
+    assert_close("KP's B on the data gets δW", kp.feedback.as_ref().unwrap().grad(&g).unwrap(), kp.weight.grad(&g).unwrap(), 0.0);
+    let fa = FeedbackConv2dConfig::new([2, 3], [3, 3]).with_padding([1, 1]).with_rule(LayerRule::FeedbackAlignment).init(&ad);
+    assert!(fa.feedback.as_ref().unwrap().grad(&fa.forward(x).sum().backward()).is_none(), "FA's fixed B got a gradient");
 
     let linear = FeedbackLinearConfig::new(4, 3).with_rule(wm).init(&ad);
     let x = random([5, 4], 2, &ad);
-    assert!(linear.feedback.as_ref().unwrap().grad(&linear.forward(x.clone()).sum().backward()).is_none());
+    assert!(linear.feedback.as_ref().unwrap().grad(&linear.forward(x.clone()).sum().backward()).is_some());
     assert!(linear.feedback.as_ref().unwrap().grad(&linear.forward(x.require_grad()).sum().backward()).is_some());
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+    t.into_data().convert::<f64>().try_to_vec::<f64>().unwrap()
+}
+
+/// Sign symmetry's B against hand computations: uSF is sign(W) at W's init scale √(2/fan-in);
+/// frSF's magnitudes are drawn once (from the feedback seed's magnitude stream) and kept;
+/// brSF's are redrawn for every step, from the stream of that step; the backward uses that B.
+#[test]
+fn sign_symmetry_feedback_matches_hand_computations() {
+    use plastic_rules::init::WeightInit;
+    use plastic_rules::{FeedbackLayer, FeedbackLinearConfig, SeedPurpose, derive_seed};
+    let ad = Device::flex().autodiff();
+    let (d_in, d_out, seed, stream) = (6usize, 4usize, 9u64, 3u64);
+    let layer = |variant| FeedbackLinearConfig::new(d_in, d_out).with_rule(LayerRule::SignSymmetry(variant)).with_feedback_seed(seed).with_stream(stream).init(&ad);
+    let sign = |w: &[f64]| w.iter().map(|v| v.signum()).collect::<Vec<_>>();
+    let magnitudes = |draw_stream: u64| -> Vec<f64> {
+        WeightInit::KaimingUniform.sample(d_in * d_out, d_in, d_out, derive_seed(seed, SeedPurpose::Magnitudes), draw_stream).iter().map(|v| v.abs() as f64).collect()
+    };
+    let close = |what: &str, got: &[f64], want: &[f64]| {
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{what}: got {got:?}, want {want:?}");
+        }
+    };
+
+    let usf = layer(SignVariant::Usf);
+    assert!(usf.feedback.is_none() && usf.magnitude.is_none(), "uSF stores nothing");
+    let w = values(usf.weight.val());
+    let scale = (2.0 / d_in as f64).sqrt();
+    close("uSF", &values(usf.feedback_flat()), &sign(&w).iter().map(|s| s * scale).collect::<Vec<_>>());
+
+    let frsf = layer(SignVariant::Frsf);
+    let m = magnitudes(stream);
+    let want: Vec<f64> = sign(&values(frsf.weight.val())).iter().zip(&m).map(|(s, m)| s * m).collect();
+    close("frSF magnitudes", &values(frsf.magnitude.as_ref().unwrap().val()), &m);
+    assert!(!frsf.magnitude.as_ref().unwrap().is_require_grad(), "frSF's magnitudes are fixed");
+    for step in [0, 7] {
+        frsf.tap().set_step(step);
+        close(&format!("frSF at step {step}"), &values(frsf.feedback_flat()), &want);
+    }
+
+    let brsf = layer(SignVariant::Brsf);
+    let s = sign(&values(brsf.weight.val()));
+    let mut seen = Vec::new();
+    for step in [3u64, 4, 3] {
+        brsf.tap().set_step(step);
+        let want: Vec<f64> = s.iter().zip(magnitudes(((step + 1) << 20) + stream)).map(|(s, m)| s * m).collect();
+        let got = values(brsf.feedback_flat());
+        close(&format!("brSF at step {step}"), &got, &want);
+        // The backward sends the error through this step's B: δx = 1·Bᵀ.
+        let x = Tensor::<2>::ones([2, d_in], &ad).require_grad();
+        let gx = values(x.grad(&brsf.forward(x.clone()).sum().backward()).unwrap());
+        let row_sums: Vec<f64> = want.chunks(d_out).map(|r| r.iter().sum()).collect();
+        close(&format!("brSF δx at step {step}"), &gx[..d_in], &row_sums);
+        seen.push(got);
+    }
+    assert_ne!(seen[0], seen[1], "brSF must redraw its magnitudes each step");
+    assert_eq!(seen[0], seen[2], "brSF's draw for a step is reproducible");
+}
+
+/// Akrout's mirror step against a hand computation: white noise x of the configured spread
+/// (from the feedback seed's mirror-noise stream of that step), normalised as the data terms
+/// are (x̂ = centred, unit RMS), ŷ = x̂W, and B ← B + lr·(E[x̂ ŷᵀ] − decay·B). On enough noise the
+/// estimate is W itself (Cov(x̂) ≈ I), which is why one step with lr = decay = 1 lands near W.
+#[test]
+fn noise_mirror_step_matches_a_hand_computation() {
+    use plastic_rules::{FeedbackLayer, FeedbackLinearConfig, MirrorSettings, SeedPurpose, derive_seed};
+    let (d_in, d_out, seed, stream) = (5usize, 3usize, 17u64, 2u64);
+    let wm = LayerRule::WeightMirror { alpha: 0.5, beta: 0.5, source: MirrorSource::Noise };
+    let mut layer = FeedbackLinearConfig::new(d_in, d_out).with_rule(wm).with_feedback_seed(seed).with_stream(stream).init(&Device::flex());
+    let (w, b) = (values(layer.weight.val()), values(layer.feedback.as_ref().unwrap().val()));
+    let settings = MirrorSettings { noise_std: 0.7, lr: 0.1, decay: 0.2, batch: 9 };
+    layer.mirror_step(&settings, 5);
+
+    let noise: Vec<f64> = normal_stream(9 * d_in, derive_seed(seed, SeedPurpose::MirrorNoise), (5 << 20) + stream).iter().map(|v| *v as f64 * 0.7).collect();
+    let x: Vec<&[f64]> = noise.chunks(d_in).collect();
+    let mean: Vec<f64> = (0..d_in).map(|i| x.iter().map(|r| r[i]).sum::<f64>() / 9.0).collect();
+    let rms = (x.iter().flat_map(|r| r.iter().zip(&mean).map(|(v, m)| (v - m) * (v - m))).sum::<f64>() / (9 * d_in) as f64).sqrt();
+    let x_hat: Vec<Vec<f64>> = x.iter().map(|r| r.iter().zip(&mean).map(|(v, m)| (v - m) / rms).collect()).collect();
+    let y_hat: Vec<Vec<f64>> = x_hat.iter().map(|r| (0..d_out).map(|o| (0..d_in).map(|i| r[i] * w[i * d_out + o]).sum()).collect()).collect();
+    let want: Vec<f64> = (0..d_in * d_out)
+        .map(|k| {
+            let (i, o) = (k / d_out, k % d_out);
+            let estimate = (0..9).map(|n| x_hat[n][i] * y_hat[n][o]).sum::<f64>() / 9.0;
+            b[k] + 0.1 * (estimate - 0.2 * b[k])
+        })
+        .collect();
+    let got = values(layer.feedback.as_ref().unwrap().val());
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-5, "mirror step: got {got:?}, want {want:?}");
+    }
+
+    let mut big = FeedbackLinearConfig::new(16, 8).with_rule(wm).init(&Device::flex());
+    big.mirror_step(&MirrorSettings { noise_std: 3.0, lr: 1.0, decay: 1.0, batch: 8192 }, 0);
+    let a = angle(big.weight.val(), big.feedback.as_ref().unwrap().val());
+    assert!(a < 3.0, "one full mirror step on 8192 noise samples left B {a:.2}° from W");
+}
+
+/// `grad_angle` (Bᵀδy against Wᵀδy) and `true_grad_angle` (this δx against backprop's δx)
+/// are 0° when B = W, and clearly not for a random B.
+#[test]
+fn gradient_angles_are_zero_when_b_is_w() {
+    use plastic_rules::{FeedbackConv2dConfig, FeedbackLayer, FeedbackLinearConfig, TapRequest};
+    let ad = Device::flex().autodiff();
+    let measure = |layer: &dyn FeedbackLayer, backward: &dyn Fn()| -> (f64, f64) {
+        let tap = layer.tap();
+        tap.set_request(TapRequest { grad_angle: true, capture_input_grad: true, ..Default::default() });
+        backward();
+        tap.set_request(TapRequest { backprop: true, compare_input_grad: true, ..Default::default() });
+        backward();
+        tap.set_request(TapRequest::default());
+        (tap.take_grad_angle().unwrap(), tap.take_true_grad_angle().unwrap())
+    };
+    for set_b_to_w in [true, false] {
+        let mut linear = FeedbackLinearConfig::new(6, 4).with_rule(LayerRule::FeedbackAlignment).init(&ad);
+        let mut conv = FeedbackConv2dConfig::new([2, 3], [3, 3]).with_stride([2, 2]).with_rule(LayerRule::FeedbackAlignment).init(&ad);
+        if set_b_to_w {
+            linear.set_feedback_to_weight();
+            conv.set_feedback_to_weight();
+        }
+        let (xl, xc) = (random([5, 6], 1, &ad).require_grad(), random([2, 2, 7, 7], 2, &ad).require_grad());
+        let (rl, rc) = (random([5, 4], 3, &ad), random([2, 3, 3, 3], 4, &ad));
+        let angles = [
+            measure(&linear, &|| drop((linear.forward(xl.clone()) * rl.clone()).sum().backward())),
+            measure(&conv, &|| drop((conv.forward(xc.clone()) * rc.clone()).sum().backward())),
+        ];
+        for (layer, (grad, true_grad)) in ["linear", "conv"].iter().zip(angles) {
+            if set_b_to_w {
+                assert!(grad < 0.05 && true_grad < 0.05, "{layer} with B = W: grad_angle {grad}°, true_grad_angle {true_grad}°");
+            } else {
+                assert!(grad > 10.0 && true_grad > 10.0, "{layer} with a random B: grad_angle {grad}°, true_grad_angle {true_grad}°");
+            }
+        }
+    }
 }

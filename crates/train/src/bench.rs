@@ -62,7 +62,8 @@ impl Case {
         let mirror = (config.rule.kind == RuleKind::WeightMirror && config.rule.source == plastic_rules::MirrorSource::Noise).then(|| {
             (MirrorSettings { noise_std: config.rule.noise_std, lr: config.rule.mirror_lr, decay: config.rule.mirror_decay, batch: config.rule.mirror_batch }, config.rule.mirror_every)
         });
-        Ok(Self { model: Some(model), optimizer: build_optimizer(config), images, targets, mirror, step: 0 })
+        let optimizer = build_optimizer(config, &model, crate::trainer::total_steps(&config.train, 100));
+        Ok(Self { model: Some(model), optimizer, images, targets, mirror, step: 0 })
     }
 
     /// One training step; returns the device memory in use after the forward pass, if known.
@@ -122,14 +123,13 @@ pub struct BenchPlan {
 pub fn bench_rules(config: &RunConfig, rules: &[RuleKind], plan: &BenchPlan, device: &Device, device_name: &str, report: &mut dyn FnMut(&BenchResult)) -> Result<Vec<BenchResult>> {
     let device = device.clone().autodiff();
     let mut kinds = vec![RuleKind::Backprop];
-    kinds.extend(rules.iter().copied().filter(|k| *k != RuleKind::Backprop));
+    // Direct feedback alignment has no ConvRNN form (`Network::build` refuses it there).
+    let convrnn = config.model.kind == crate::config::ModelKind::Convrnn;
+    kinds.extend(rules.iter().copied().filter(|k| *k != RuleKind::Backprop && !(convrnn && *k == RuleKind::DirectFeedbackAlignment)));
     let mut cases = Vec::new();
     for kind in &kinds {
         let mut c = config.clone();
         c.rule.kind = *kind;
-        if *kind == RuleKind::KolenPollack && c.train.weight_decay <= 0.0 {
-            c.train.weight_decay = 1e-4;
-        }
         cases.push(Case::new(&c, plan.input, plan.classes, plan.batch, &device)?);
     }
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];

@@ -28,6 +28,51 @@ pub struct CheckpointMeta {
     pub optimizer_steps: BTreeMap<String, u64>,
     /// The rule, for readers that only look at metadata.
     pub rule: String,
+    /// The loop's running values (absent in checkpoints of format 1).
+    #[serde(default)]
+    pub state: LoopState,
+}
+
+/// What the training loop carries from step to step besides model and optimiser: saved in
+/// every checkpoint, so that a resumed run writes the `metrics.jsonl` lines, reaches the
+/// divergence verdicts and the summary an uninterrupted run does, whatever the intervals.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoopState {
+    /// The open logging window (steps since the last log line): the device's running sum of
+    /// the loss, the top-1 hits, examples and steps.
+    pub window_loss: ExactF64,
+    pub window_hits: i64,
+    pub window_examples: usize,
+    pub window_steps: usize,
+    /// The latest `true_grad_angle` of each layer not yet written to a log line.
+    pub true_grad_angle: BTreeMap<String, ExactF64>,
+    /// (loss, accuracy) of the latest log line.
+    pub last_train: Option<(ExactF64, ExactF64)>,
+    /// The latest value of every alignment key logged so far (`None`: logged as null).
+    pub last_alignment: BTreeMap<String, Option<ExactF64>>,
+    /// The first logged training loss of the run, and how many log lines in a row have been
+    /// above 10× it (the divergence watch).
+    pub first_loss: Option<ExactF64>,
+    pub lines_above: usize,
+}
+
+/// An `f64` stored as its bits: JSON parsing may round a printed float's last digit, and a
+/// resumed run must continue from exactly the value it saved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ExactF64(u64);
+
+impl ExactF64 {
+    pub fn get(self) -> f64 {
+        f64::from_bits(self.0)
+    }
+}
+
+impl From<f64> for ExactF64 {
+    fn from(v: f64) -> Self {
+        Self(v.to_bits())
+    }
 }
 
 /// Writes a checkpoint atomically.
@@ -104,7 +149,9 @@ pub fn load_run(dir: &crate::run_dir::RunDir, checkpoint: Option<&Path>, device:
     };
     let splits = plastic_data::open(&config.data)?;
     let model = crate::network::Network::build(&config, splits.shape(), splits.num_classes(), device)?;
-    let mut optimizer = crate::trainer::build_optimizer(&config);
+    let steps_per_epoch = crate::trainer::train_loader(&config, &splits).steps_per_epoch();
+    let total = crate::trainer::total_steps(&config.train, steps_per_epoch);
+    let mut optimizer = crate::trainer::build_optimizer(&config, &model, total);
     let (model, meta) = load(&path, model, &mut optimizer, device)?;
     Ok(LoadedRun { config, splits, model, step: meta.step, checkpoint: path })
 }

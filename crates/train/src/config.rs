@@ -7,7 +7,8 @@ use std::path::Path;
 use plastic_cnn::CnnConfig;
 use plastic_convrnn::ConvRnnConfig;
 use plastic_data::DataConfig;
-use plastic_rules::{RuleConfig, RuleKind};
+use plastic_rules::ops::FeedbackGrad;
+use plastic_rules::{FeedbackOptimizer, RuleConfig, RuleKind};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -295,16 +296,93 @@ impl RunConfig {
         self.data.validate()?;
         self.train.validate()?;
         self.rule.validate()?;
-        if self.rule.kind == RuleKind::KolenPollack && self.train.weight_decay <= 0.0 {
-            return Err("rule.kind = \"kolen_pollack\" needs train.weight_decay > 0 (it is what makes B − W decay)".into());
-        }
-        Ok(())
+        check_unread_keys(self)
     }
 
     /// The resolved config as TOML (what is saved as `config.toml` in the run directory).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a RunConfig always serialises")
     }
+}
+
+/// Rejects keys that parse but would change nothing (or not what they say) in this run. A key
+/// counts as set when it differs from its default (or, for an `Option`, when it is given): a
+/// key written with its default value is accepted, since the run is then exactly as written.
+fn check_unread_keys(config: &RunConfig) -> std::result::Result<(), String> {
+    if config.model.kind == ModelKind::Convrnn {
+        let (m, d) = (&config.model, ModelConfig::default());
+        let set: Vec<&str> = [
+            ("model.width", m.width != d.width),
+            ("model.channels", m.channels != d.channels),
+            ("model.hidden", m.hidden != d.hidden),
+            ("model.batch_norm", m.batch_norm != d.batch_norm),
+            ("model.lrn", m.lrn != d.lrn),
+            ("model.dropout", m.dropout != d.dropout),
+            ("model.stem", m.stem != d.stem),
+            ("model.init", m.init != d.init),
+        ]
+        .into_iter()
+        .filter_map(|(key, differs)| differs.then_some(key))
+        .collect();
+        if !set.is_empty() {
+            return Err(format!(
+                "{} {}, not read with model.kind = \"convrnn\": the ConvRNN is described by [model.convrnn] alone (model.convrnn.width, model.convrnn.init, its layers and cells)",
+                set.join(", "),
+                if set.len() == 1 { "is a zoo-CNN key" } else { "are zoo-CNN keys" }
+            ));
+        }
+    }
+    let rule = &config.rule;
+    // B's own group (`b_*`) steps only B that the optimiser trains outside Kolen–Pollack: a
+    // Kolen–Pollack run reads it only through overrides to such rules.
+    let other_trained_b = rule.overrides.iter().any(|o| o.kind != RuleKind::KolenPollack && rule.rule_of_kind(o.kind).trains_feedback());
+    if rule.kind == RuleKind::KolenPollack && !other_trained_b {
+        let set: Vec<&str> = [("rule.b_lr", rule.b_lr.is_some()), ("rule.b_weight_decay", rule.b_weight_decay.is_some()), ("rule.b_optimizer", rule.b_optimizer != FeedbackOptimizer::Same)]
+            .into_iter()
+            .filter_map(|(key, given)| given.then_some(key))
+            .collect();
+        if !set.is_empty() {
+            return Err(format!(
+                "{} cannot be set with rule.kind = \"kolen_pollack\": its B steps exactly like W (the weights' optimiser and learning rate, and rule.kp_decay on both), and no rule.overrides entry has a B of its own to train",
+                set.join(", ")
+            ));
+        }
+    }
+    check_coefficient_meanings(rule)
+}
+
+/// The local-loss term (`decay`, `self`, `amp`, `null`, `sparse`) that each of α, β, γ weighs
+/// under `kind`, or `None` where `kind` does not read the letter. Read off the rules crate's own
+/// mapping by resolving `kind` with three distinct probe values, so it cannot drift from it.
+fn coefficient_terms(rule: &RuleConfig, kind: RuleKind) -> [Option<&'static str>; 3] {
+    const PROBE: [f32; 3] = [1.0, 2.0, 4.0];
+    let probe = RuleConfig { alpha: Some(PROBE[0]), beta: Some(PROBE[1]), gamma: Some(PROBE[2]), ..rule.clone() };
+    let FeedbackGrad::Local(l) = probe.rule_of_kind(kind).feedback_grad() else { return [None; 3] };
+    let terms = [("decay", l.decay), ("self", l.self_align), ("amp", l.amp), ("null", l.null), ("sparse", l.sparse)];
+    PROBE.map(|p| terms.iter().find(|(_, v)| *v == p).map(|(name, _)| *name))
+}
+
+/// Run-level α, β, γ apply to every layer, those of `rule.overrides` included; a letter given
+/// by the user must weigh the same term under every rule of the run that reads it.
+fn check_coefficient_meanings(rule: &RuleConfig) -> std::result::Result<(), String> {
+    let kinds: Vec<(String, RuleKind)> =
+        std::iter::once(("rule.kind".to_string(), rule.kind)).chain(rule.overrides.iter().enumerate().map(|(i, o)| (format!("rule.overrides[{i}].kind"), o.kind))).collect();
+    for (letter, (key, value)) in [("alpha", rule.alpha), ("beta", rule.beta), ("gamma", rule.gamma)].into_iter().enumerate() {
+        let Some(value) = value else { continue };
+        let readers: Vec<(&str, RuleKind, &str)> = kinds.iter().filter_map(|(at, kind)| coefficient_terms(rule, *kind)[letter].map(|term| (at.as_str(), *kind, term))).collect();
+        if let (Some(first), Some(other)) = (readers.first(), readers.iter().find(|r| r.2 != readers[0].2)) {
+            return Err(format!(
+                "rule.{key} = {value} weighs {} under {} ({}) but {} under {} ({}): the run-level coefficients apply to every layer, so give rule.{key} only where the rules agree on its meaning (or leave each rule its default)",
+                first.2,
+                first.1.name(),
+                first.0,
+                other.2,
+                other.1.name(),
+                other.0
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Sets `a.b.c = value` in a TOML table.
@@ -364,8 +442,65 @@ mod tests {
     fn out_of_range_values_name_their_key() {
         let err = RunConfig::parse("[train]\nlr = -1.0", &[]).unwrap_err().to_string();
         assert!(err.contains("train.lr"), "{err}");
-        let err = RunConfig::parse("[rule]\nkind = \"kolen_pollack\"", &[]).unwrap_err().to_string();
-        assert!(err.contains("weight_decay"), "{err}");
+        let err = RunConfig::parse("[rule]\nkind = \"kolen_pollack\"\nkp_decay = -1.0", &[]).unwrap_err().to_string();
+        assert!(err.contains("rule.kp_decay"), "{err}");
+        // Kolen–Pollack carries its own decay: no train.weight_decay needed.
+        assert!(RunConfig::parse("[rule]\nkind = \"kolen_pollack\"", &[]).is_ok());
+    }
+
+    /// Keys that would be parsed and then ignored are rejected with their path; written with
+    /// their default value they are accepted.
+    #[test]
+    fn keys_the_run_would_not_read_are_rejected_by_path() {
+        let convrnn = "[model]\nkind = \"convrnn\"\n[model.convrnn]\ntimes = 3\n[[model.convrnn.layers]]\nname = \"a\"\n";
+        assert!(RunConfig::parse(convrnn, &[]).is_ok());
+        for (key, value) in [("width", "0.5"), ("init", "xavier_uniform"), ("batch_norm", "true"), ("dropout", "0.3"), ("channels", "[8]"), ("hidden", "[8]"), ("lrn", "true"), ("stem", "cifar")] {
+            let err = RunConfig::parse(convrnn, &[format!("model.{key}={value}")]).unwrap_err().to_string();
+            assert!(err.contains(&format!("model.{key}")) && err.contains("model.convrnn"), "{key}: {err}");
+        }
+        let err = RunConfig::parse(convrnn, &["model.width=2.0".into(), "model.dropout=0.1".into()]).unwrap_err().to_string();
+        assert!(err.contains("model.width, model.dropout"), "{err}");
+        let d = ModelConfig::default();
+        assert!(RunConfig::parse(convrnn, &[format!("model.width={:?}", d.width), format!("model.batch_norm={}", d.batch_norm)]).is_ok());
+        // The same keys are read by a CNN.
+        assert!(RunConfig::parse("[model]\nwidth = 0.5\ndropout = 0.3", &[]).is_ok());
+
+        let kp = ["rule.kind=kolen_pollack".to_string(), "train.weight_decay=1e-4".into()];
+        assert!(RunConfig::parse("", &kp).is_ok());
+        for (key, value) in [("b_weight_decay", "0.01"), ("b_optimizer", "adam"), ("b_lr", "0.1")] {
+            let err = RunConfig::parse("", &[kp[0].clone(), kp[1].clone(), format!("rule.{key}={value}")]).unwrap_err().to_string();
+            assert!(err.contains(&format!("rule.{key}")) && err.contains("kolen_pollack"), "{key}: {err}");
+        }
+        assert!(RunConfig::parse("", &[kp[0].clone(), kp[1].clone(), "rule.b_optimizer=same".into()]).is_ok());
+        assert!(RunConfig::parse("", &["rule.kind=feedback_alignment".into(), "rule.b_lr=0.1".into(), "rule.b_optimizer=adam".into()]).is_ok());
+        // An override whose B the optimiser trains reads B's group.
+        let mixed = "[rule]\nkind = \"kolen_pollack\"\nb_lr = 0.1\noverrides = [{ layers = [\"last\"], kind = \"symmetric_alignment\" }]\n[train]\nweight_decay = 1e-4\n";
+        assert!(RunConfig::parse(mixed, &[]).is_ok());
+        assert!(RunConfig::parse(&mixed.replace("symmetric_alignment", "backprop"), &[]).unwrap_err().to_string().contains("rule.b_lr"));
+    }
+
+    /// α of weight mirror weighs decay, α of information alignment weighs amp: one run-level α
+    /// cannot mean both. γ is read by information alignment alone, so it may be given.
+    #[test]
+    fn run_level_coefficients_must_mean_the_same_for_every_override() {
+        let mixed = "[rule]\nkind = \"weight_mirror\"\nsource = \"data\"\noverrides = [{ layers = [\"last\"], kind = \"information_alignment\" }]\n";
+        assert!(RunConfig::parse(mixed, &[]).is_ok());
+        let err = RunConfig::parse(mixed, &["rule.alpha=0.2".into()]).unwrap_err().to_string();
+        assert!(err.contains("rule.alpha") && err.contains("decay") && err.contains("amp") && err.contains("rule.overrides[0].kind"), "{err}");
+        let err = RunConfig::parse(mixed, &["rule.beta=0.2".into()]).unwrap_err().to_string();
+        assert!(err.contains("rule.beta"), "{err}");
+        assert!(RunConfig::parse(mixed, &["rule.gamma=0.2".into()]).is_ok());
+        // Symmetric alignment's α is a decay too: the same meaning as weight mirror's α.
+        let agree = "[rule]\nkind = \"weight_mirror\"\nsource = \"data\"\nalpha = 0.2\noverrides = [{ layers = [\"last\"], kind = \"symmetric_alignment\" }]\n";
+        assert!(RunConfig::parse(agree, &[]).is_ok());
+        assert!(RunConfig::parse(agree, &["rule.beta=0.3".into()]).unwrap_err().to_string().contains("self"));
+        // Rules without a local loss read no letter.
+        let fa = "[rule]\nkind = \"feedback_alignment\"\nalpha = 0.2\noverrides = [{ layers = [\"last\"], kind = \"activation_alignment\" }]\n";
+        assert!(RunConfig::parse(fa, &[]).is_ok());
+        // Weight mirror on noise learns B outside the local loss: it reads no letter either.
+        assert!(RunConfig::parse(&mixed.replace("\"data\"", "\"noise\""), &["rule.alpha=0.2".into()]).is_ok());
+        assert_eq!(coefficient_terms(&RuleConfig::default(), RuleKind::InformationAlignment), [Some("amp"), Some("null"), Some("decay")]);
+        assert_eq!(coefficient_terms(&RuleConfig::default(), RuleKind::ActivationAlignment), [Some("sparse"), Some("amp"), None]);
     }
 
     #[test]

@@ -1,4 +1,6 @@
-/// Errors of a training run. Each renders as one line; the CLI prints it and exits with 2.
+/// Errors of a training run. Each renders as one line; the CLI prints it and exits with 2
+/// (bad input), or with 3 for [`TrainError::Diverged`] (the input was fine, training blew up),
+/// so a hyperparameter search can tell the two apart.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error("{0}")]
@@ -13,6 +15,10 @@ pub enum TrainError {
     Checkpoint { path: std::path::PathBuf, message: String },
     #[error("{0}")]
     Run(String),
+    /// The training loss became non-finite or stayed far above its first logged value;
+    /// `summary.json` says `"status": "diverged"` with the same step and message.
+    #[error("{message}")]
+    Diverged { step: usize, message: String },
 }
 
 impl TrainError {

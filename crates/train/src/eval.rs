@@ -25,21 +25,36 @@ pub fn batch_tensors(batch: &Batch, device: &Device) -> (Tensor<4>, Tensor<1, In
 }
 
 /// Per-example correctness counts from host logits `[n, classes]`: (top-1 hits, top-5 hits,
-/// summed cross-entropy).
+/// summed cross-entropy). A prediction is a top-k hit only when the target's logit is finite
+/// and fewer than k other logits are not strictly below it: a tie with the target, or a NaN
+/// anywhere in the row, counts against it, so constant or NaN logits score 0 %, not 100 %.
 pub fn score_logits(logits: &[f32], classes: usize, labels: &[u32]) -> (usize, usize, f64) {
     let mut top1 = 0;
     let mut top5 = 0;
     let mut loss = 0.0;
     for (row, &label) in logits.chunks_exact(classes).zip(labels) {
         let target = row[label as usize];
-        let better = row.iter().filter(|&&v| v > target).count();
-        top1 += (better == 0) as usize;
-        top5 += (better < 5) as usize;
+        // Other logits ≥ the target, or NaN (a NaN compares as "not below").
+        let rivals = row.iter().enumerate().filter(|&(k, &v)| k != label as usize && !(v < target)).count();
+        let finite = target.is_finite();
+        top1 += (finite && rivals == 0) as usize;
+        top5 += (finite && rivals < 5) as usize;
         let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
         let log_sum = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
         loss += log_sum - target as f64;
     }
     (top1, top5, loss)
+}
+
+/// Top-1 hits of a batch, counted on the device under [`score_logits`]'s rule: every other
+/// logit strictly below the target's, and the target finite. One comparison of the logits with
+/// the target's broadcast logit, so the training loop reads back one integer per log line.
+pub fn top1_hits(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1, Int> {
+    let [n, classes] = logits.dims();
+    let target = logits.clone().gather(1, targets.reshape([n, 1]));
+    // The target is not below itself, so a hit has exactly `classes − 1` logits below it.
+    let below = logits.lower(target.clone().expand([n, classes])).int().sum_dim(1);
+    below.equal_elem((classes - 1) as i64).bool_and(target.is_finite()).int().sum()
 }
 
 /// Evaluates `model` (switched to evaluation mode: no autodiff, norms use running statistics).
@@ -104,5 +119,49 @@ mod tests {
         assert_eq!((t1, t5), (1, 2));
         let ce = |row: &[f32], k: usize| row.iter().map(|v| (*v as f64).exp()).sum::<f64>().ln() - row[k] as f64;
         assert!((loss - ce(&logits[..6], 0) - ce(&logits[6..], 3)).abs() < 1e-9);
+    }
+
+    /// Rows, labels and whether each is a (top-1, top-5) hit, worked out by hand.
+    fn tie_and_nan_cases() -> (Vec<f32>, Vec<u32>, Vec<(bool, bool)>) {
+        let nan = f32::NAN;
+        let rows: [([f32; 6], u32, (bool, bool)); 9] = [
+            ([0.0; 6], 2, (false, false)),                     // constant logits: a 6-way tie
+            ([nan; 6], 0, (false, false)),                     // all NaN
+            ([1.0, 3.0, 3.0, 0.0, 0.0, 0.0], 1, (false, true)), // tied for the max with one other
+            ([1.0, 3.0, 2.0, 0.0, 0.0, 0.0], 1, (true, true)),  // strictly the largest
+            ([1.0, 3.0, nan, 0.0, 0.0, 0.0], 1, (false, true)), // a NaN rival
+            ([1.0, nan, 2.0, 0.0, 0.0, 0.0], 1, (false, false)), // a NaN target
+            ([2.0, 2.0, 2.0, 2.0, 2.0, 1.0], 5, (false, false)), // five others above: not top-5
+            ([2.0, 2.0, 2.0, 2.0, 1.0, 1.0], 5, (false, false)), // four above and a tie: five rivals
+            ([2.0, 2.0, 2.0, 2.0, 0.0, 1.0], 5, (false, true)), // four above: top-5
+        ];
+        (rows.iter().flat_map(|r| r.0).collect(), rows.iter().map(|r| r.1).collect(), rows.iter().map(|r| r.2).collect())
+    }
+
+    #[test]
+    fn ties_and_nan_count_as_wrong() {
+        let (logits, labels, expected) = tie_and_nan_cases();
+        for (i, &(top1, top5)) in expected.iter().enumerate() {
+            let (t1, t5, _) = score_logits(&logits[i * 6..(i + 1) * 6], 6, &labels[i..i + 1]);
+            assert_eq!((t1 == 1, t5 == 1), (top1, top5), "row {i}: {:?}", &logits[i * 6..(i + 1) * 6]);
+        }
+    }
+
+    #[test]
+    fn the_training_window_counts_hits_like_score_logits() {
+        let (logits, labels, expected) = tie_and_nan_cases();
+        let device = Device::flex();
+        let n = labels.len();
+        let logits = Tensor::<2>::from_data(TensorData::new(logits, [n, 6]), &device);
+        let targets = Tensor::<1, Int>::from_data(TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [n]), &device);
+        let hits = top1_hits(logits, targets).into_scalar::<i64>();
+        assert_eq!(hits as usize, expected.iter().filter(|e| e.0).count());
+        // Row by row, so a miscount cannot hide behind a compensating one.
+        let (rows, labels, _) = tie_and_nan_cases();
+        for (i, e) in expected.iter().enumerate() {
+            let row = Tensor::<2>::from_data(TensorData::new(rows[i * 6..(i + 1) * 6].to_vec(), [1, 6]), &device);
+            let target = Tensor::<1, Int>::from_data(TensorData::new(vec![labels[i] as i64], [1]), &device);
+            assert_eq!(top1_hits(row, target).into_scalar::<i64>() == 1, e.0, "row {i}");
+        }
     }
 }

@@ -32,7 +32,7 @@ pub use config::RunConfig;
 pub use error::{Result, TrainError};
 pub use network::Network;
 pub use run_dir::RunDir;
-pub use trainer::{Summary, TrainObserver, TrainOptions, train};
+pub use trainer::{RunStatus, Summary, TrainObserver, TrainOptions, train};
 
 /// Sets up the CPU backend's threads: rayon's global pool (used by burn-flex) with `threads`
 /// workers (0: all cores), each flushing subnormal floats to zero, as is the calling thread.

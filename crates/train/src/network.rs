@@ -3,9 +3,9 @@
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Device, Int, Tensor};
-use plastic_cnn::{Cnn, LayerSummary};
+use plastic_cnn::{Cnn, DirectInput, DirectMode, LayerSummary};
 use plastic_convrnn::ConvRnn;
-use plastic_rules::{FeedbackLayer, FeedbackNetwork};
+use plastic_rules::{FeedbackLayer, FeedbackNetwork, SeedPurpose, derive_seed};
 
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
@@ -24,32 +24,71 @@ pub struct NetworkOutput {
     pub loss_logits: Vec<Tensor<2>>,
     /// The readout's logits, `[batch, classes]`.
     pub logits: Tensor<2>,
+    /// Direct feedback alignment: the inputs of the stages that receive the output error.
+    pub direct: Vec<DirectInput>,
 }
 
 impl Network {
     /// Builds the model of `config` for inputs `[c, h, w]` and `classes` outputs. W is drawn
-    /// from the run seed, B from the rule seed (default: run seed + 1).
+    /// from the run seed's weight seed, B from the feedback seed of `rule.seed` (default: the
+    /// run seed); see [`model_seeds`].
     pub fn build(config: &RunConfig, input: [usize; 3], classes: usize, device: &Device) -> Result<Self> {
-        let seeds = (config.seed, config.rule.seed.unwrap_or(config.seed.wrapping_add(1)));
-        match (config.model.cnn(), &config.model.convrnn) {
+        let seeds = model_seeds(config);
+        let model = match (config.model.cnn(), &config.model.convrnn) {
             (Some(cnn), _) => cnn.init(input, classes, &config.rule, seeds, device).map(Network::Cnn),
             (None, Some(rnn)) => rnn.init(input, classes, &config.rule, seeds, device).map(Network::ConvRnn),
             (None, None) => Err("model.kind = \"convrnn\" needs a [model.convrnn] table".into()),
         }
-        .map_err(TrainError::Model)
+        .map_err(TrainError::Model)?;
+        if let Network::ConvRnn(m) = &model
+            && let Some((name, _)) = m.feedback_layers().into_iter().find(|(_, l)| l.rule() == plastic_rules::LayerRule::DirectFeedbackAlignment)
+        {
+            return Err(TrainError::Config(format!(
+                "rule: direct_feedback_alignment is not available for ConvRNNs (layer {name}): it has no per-step error path through time; use it with a CNN, or pick another rule"
+            )));
+        }
+        Ok(model)
     }
 
+    /// The forward pass of evaluation and of rules without direct feedback.
     pub fn forward(&self, images: Tensor<4>) -> NetworkOutput {
+        self.forward_direct(images, None)
+    }
+
+    /// The training forward pass: direct-feedback stages' inputs are detached and handed out
+    /// (`DirectMode::Train`) or probed (`DirectMode::Probe`, for `true_grad_angle`).
+    pub fn forward_direct(&self, images: Tensor<4>, mode: Option<DirectMode>) -> NetworkOutput {
         match self {
             Network::Cnn(m) => {
-                let logits = m.forward(images);
-                NetworkOutput { loss_logits: vec![logits.clone()], logits }
+                let (logits, direct) = m.forward_direct(images, mode.filter(|_| m.has_direct_feedback()));
+                NetworkOutput { loss_logits: vec![logits.clone()], logits, direct }
             }
             Network::ConvRnn(m) => {
                 let unrolled = m.forward(images, false);
-                NetworkOutput { loss_logits: m.loss_logits(&unrolled), logits: m.readout_logits(&unrolled) }
+                NetworkOutput { loss_logits: m.loss_logits(&unrolled), logits: m.readout_logits(&unrolled), direct: Vec::new() }
             }
         }
+    }
+
+    /// Direct feedback alignment's error projections for a forward pass: the output error
+    /// e = ∂L/∂logits = (softmax(z) − onehot(t)) / batch (mean cross-entropy), in closed form
+    /// without a graph, and for each direct-feedback stage c = e·Bᵀ, shaped like its input.
+    pub fn direct_errors(output: &NetworkOutput, targets: &Tensor<1, Int>) -> Vec<Tensor<2>> {
+        if output.direct.is_empty() {
+            return Vec::new();
+        }
+        let logits = output.logits.clone().inner();
+        let [n, classes] = logits.dims();
+        let onehot = targets.clone().inner().one_hot::<2>(classes).float();
+        let e = (burn::tensor::activation::softmax(logits, 1) - onehot) / n as f64;
+        output.direct.iter().map(|d| e.clone().matmul(d.feedback.clone().transpose())).collect()
+    }
+
+    /// The term whose gradient sends each error projection c into its stage's input:
+    /// Σ ⟨input, c⟩ (c constant). Added to the loss before `backward()`; its value is not a
+    /// loss and is never logged.
+    pub fn direct_feedback_term(output: &NetworkOutput, errors: &[Tensor<2>]) -> Option<Tensor<1>> {
+        output.direct.iter().zip(errors).map(|(d, c)| (d.input.clone() * Tensor::from_inner(c.clone())).sum()).reduce(|a, b| a + b)
     }
 
     /// Mean cross-entropy over the loss logits.
@@ -100,6 +139,13 @@ impl FeedbackNetwork for Network {
     }
 }
 
+/// `(weight seed, feedback seed)` of a run's model, hashed per purpose from the run seed
+/// ([`SeedPurpose`]); `rule.seed`, when given, replaces the run seed for the feedback pathway
+/// (B, sign-symmetry magnitudes, mirror noise) only.
+pub fn model_seeds(config: &RunConfig) -> (u64, u64) {
+    (derive_seed(config.seed, SeedPurpose::Weights), derive_seed(config.rule.seed.unwrap_or(config.seed), SeedPurpose::Feedback))
+}
+
 /// Parameter counts of a model: `(forward, feedback)`. Forward parameters are what a
 /// PyTorch user would count (W, biases, norm scales and shifts); feedback parameters are the
 /// stored B and sign-symmetry magnitudes. BatchNorm running statistics are in neither.
@@ -135,6 +181,69 @@ pub fn parameter_counts<M: Module>(model: &M) -> (usize, usize) {
 mod tests {
     use super::*;
     use crate::config::{ModelKind, RunConfig};
+
+    /// Direct feedback alignment by hand on an MLP 16 → 6 → 5 → 10: the readout learns by
+    /// backprop (δW₃ = h₂ᵀe), and each hidden layer's error is its own projection of the output
+    /// error, δh_k = e·B_kᵀ, masked by its ReLU; nothing of backprop's path reaches it.
+    #[test]
+    fn direct_feedback_sends_the_projected_output_error_into_each_hidden_layer() {
+        use burn::tensor::{Distribution, TensorData};
+        use plastic_cnn::{CnnConfig, CnnKind, Stage};
+        use plastic_rules::{RuleConfig, RuleKind};
+        let device = Device::flex().autodiff();
+        let rules = RuleConfig { kind: RuleKind::DirectFeedbackAlignment, ..Default::default() };
+        let cnn = CnnConfig { kind: CnnKind::Mlp, hidden: vec![6, 5], ..Default::default() }.init([1, 4, 4], 10, &rules, (3, 4), &device).unwrap();
+        let net = Network::Cnn(cnn);
+        let images = Tensor::<4>::random([7, 1, 4, 4], Distribution::Normal(0.0, 1.0), &device);
+        let labels = [0i64, 3, 9, 3, 1, 5, 7];
+        let targets = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [7]), &device);
+        let out = net.forward_direct(images, Some(DirectMode::Train));
+        assert_eq!(out.direct.iter().map(|d| d.feedback.dims()).collect::<Vec<_>>(), [[6, 10], [5, 10]]);
+        let errors = Network::direct_errors(&out, &targets);
+        let loss = Network::loss(&out, targets);
+        let grads = (loss + Network::direct_feedback_term(&out, &errors).unwrap()).backward();
+
+        let rows = |t: Tensor<2>| -> Vec<Vec<f64>> {
+            let [_, cols] = t.dims();
+            t.into_data().convert::<f64>().try_to_vec::<f64>().unwrap().chunks(cols).map(<[f64]>::to_vec).collect()
+        };
+        // e = (softmax(z) − onehot(t)) / batch, by hand.
+        let e: Vec<Vec<f64>> = rows(out.logits.clone())
+            .iter()
+            .zip(labels)
+            .map(|(z, t)| {
+                let max = z.iter().cloned().fold(f64::MIN, f64::max);
+                let sum: f64 = z.iter().map(|v| (v - max).exp()).sum();
+                z.iter().enumerate().map(|(k, v)| ((v - max).exp() / sum - if k as i64 == t { 1.0 } else { 0.0 }) / 7.0).collect()
+            })
+            .collect();
+        let Network::Cnn(cnn) = &net else { unreachable!() };
+        let dense: Vec<_> = cnn.stages.iter().map(|s| if let Stage::Dense(d) = s { d } else { panic!("an MLP is dense") }).collect();
+        let close = |what: &str, got: Vec<f64>, want: Vec<f64>| {
+            let scale = want.iter().map(|v| v.abs()).fold(1e-12, f64::max);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-4 * scale, "{what}: got {got:?}, want {want:?}");
+            }
+        };
+        // Hidden layer k−1's bias gradient: Σ_batch (e·B_kᵀ) ⊙ [h_{k−1} > 0], h_{k−1} = stage k's input.
+        for (k, direct) in out.direct.iter().enumerate() {
+            let (h, b) = (rows(direct.input.clone()), rows(direct.feedback.clone()));
+            let mut want = vec![0.0; b.len()];
+            for (n, row) in e.iter().enumerate() {
+                for (j, w) in want.iter_mut().enumerate() {
+                    let c: f64 = row.iter().zip(&b[j]).map(|(e, b)| e * b).sum();
+                    *w += if h[n][j] > 0.0 { c } else { 0.0 };
+                }
+            }
+            let got = dense[k].linear.bias.as_ref().unwrap().grad(&grads).unwrap().into_data().convert::<f64>().try_to_vec::<f64>().unwrap();
+            close(&format!("fc{} bias", k + 1), got, want);
+        }
+        // The readout learns by backprop: δW₃ = h₂ᵀ e.
+        let h2 = rows(out.direct[1].input.clone());
+        let want: Vec<f64> = (0..5).flat_map(|i| (0..10).map(move |j| (i, j))).map(|(i, j)| (0..7).map(|n| h2[n][i] * e[n][j]).sum()).collect();
+        let got = dense[2].linear.weight.grad(&grads).unwrap().into_data().convert::<f64>().try_to_vec::<f64>().unwrap();
+        close("fc3 weight", got, want);
+    }
 
     /// Every config in `configs/` parses; every model builds and maps a batch to class logits
     /// (ConvRNNs at 1/16 width and 64 px, every step).

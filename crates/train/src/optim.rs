@@ -6,8 +6,13 @@
 //! Nesterov `d = g + μv`; Adam with bias correction; weight decay either coupled (`g += λw`) or
 //! decoupled (`w ← w − lr·λ·w`, AdamW). Weight decay only touches parameters named `weight`
 //! (conv and linear kernels) in the weight group, and every B in the feedback group.
+//!
+//! Kolen–Pollack layers are a third group: their W and their B step with the same settings
+//! (W's optimiser and learning rate, KP's decay on both), and B's gradient is W's, so the two
+//! increments are identical and B − W only decays. Gradient clipping scales the task gradients
+//! (weights, and KP's B, which is a task gradient) by one norm, and every other B by its own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
@@ -55,42 +60,107 @@ pub struct ParamState {
 pub struct Optimizer {
     pub weights: GroupSettings,
     pub feedback: GroupSettings,
-    /// Clip the global gradient norm to this value (0 = off).
+    /// Settings of the Kolen–Pollack layers' W and B (see the module docs).
+    pub kolen_pollack: GroupSettings,
+    /// Parameter-path prefixes of the Kolen–Pollack layers (`stages.0.conv`).
+    pub kolen_pollack_layers: BTreeSet<String>,
+    /// Clip the task gradients' norm, and each other B group's, to this value (0 = off).
     pub grad_clip: f64,
     pub state: BTreeMap<String, ParamState>,
 }
 
+/// Which settings a parameter steps with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Weights,
+    Feedback,
+    KolenPollackWeight,
+    KolenPollackFeedback,
+}
+
+impl Role {
+    /// Task gradients share one clipping norm; learned B's have their own.
+    fn is_task(self) -> bool {
+        self != Role::Feedback
+    }
+}
+
 impl Optimizer {
     pub fn new(weights: GroupSettings, feedback: GroupSettings, grad_clip: f64) -> Self {
-        Self { weights, feedback, grad_clip, state: BTreeMap::new() }
+        Self { weights, feedback, kolen_pollack: weights, kolen_pollack_layers: BTreeSet::new(), grad_clip, state: BTreeMap::new() }
     }
 
-    /// One update of every parameter that has a gradient; `multiplier` scales both groups'
-    /// learning rates (the schedule). Returns the model and the global gradient norm before
+    /// Marks the layers at `prefixes` as Kolen–Pollack layers stepping with `settings`.
+    pub fn with_kolen_pollack(mut self, settings: GroupSettings, prefixes: impl IntoIterator<Item = String>) -> Self {
+        self.kolen_pollack = settings;
+        self.kolen_pollack_layers = prefixes.into_iter().collect();
+        self
+    }
+
+    fn role(&self, path: &str) -> Role {
+        let prefix = path.rsplit_once('.').map_or("", |(p, _)| p);
+        let kp = self.kolen_pollack_layers.contains(prefix);
+        match (group_of(path), kp) {
+            (Group::Feedback, true) => Role::KolenPollackFeedback,
+            (Group::Feedback, false) => Role::Feedback,
+            (Group::Weights, true) if path.ends_with(".weight") => Role::KolenPollackWeight,
+            (Group::Weights, _) => Role::Weights,
+        }
+    }
+
+    fn settings(&self, role: Role) -> GroupSettings {
+        match role {
+            Role::Weights => self.weights,
+            Role::Feedback => self.feedback,
+            Role::KolenPollackWeight | Role::KolenPollackFeedback => self.kolen_pollack,
+        }
+    }
+
+    /// One update of every parameter that has a gradient; `multiplier` scales every group's
+    /// learning rate (the schedule). Returns the model and the task gradients' norm before
     /// clipping (computed only when clipping is on; NaN otherwise).
     pub fn step<M: Module>(&mut self, model: M, mut grads: GradientsParams, multiplier: f64) -> (M, f64) {
-        let (scale, norm) = if self.grad_clip > 0.0 {
-            let mut v = NormVisitor { grads: &grads, sum: 0.0 };
+        let (scales, norm) = if self.grad_clip > 0.0 {
+            let mut v = NormVisitor { opt: self, grads: &grads, path: Vec::new(), task: 0.0, feedback: 0.0 };
             model.visit(&mut v);
-            let norm = v.sum.sqrt();
-            (if norm > self.grad_clip { (self.grad_clip / norm) as f32 } else { 1.0 }, norm)
+            let (task, feedback) = (v.task.sqrt(), v.feedback.sqrt());
+            let clip = |norm: f64| if norm > self.grad_clip { (self.grad_clip / norm) as f32 } else { 1.0 };
+            ((clip(task), clip(feedback)), task)
         } else {
-            (1.0, f64::NAN)
+            ((1.0, 1.0), f64::NAN)
         };
-        let mut mapper = StepMapper { opt: self, grads: &mut grads, path: Vec::new(), multiplier, scale };
+        let mut mapper = StepMapper { opt: self, grads: &mut grads, path: Vec::new(), multiplier, scales };
         (model.map(&mut mapper), norm)
     }
 }
 
+/// Squared gradient norms of the task gradients and of the learned B's.
 struct NormVisitor<'a> {
+    opt: &'a Optimizer,
     grads: &'a GradientsParams,
-    sum: f64,
+    path: Vec<String>,
+    task: f64,
+    feedback: f64,
 }
 
 impl ModuleVisitor for NormVisitor<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(param.id) {
-            self.sum += sum_of_squares(g);
+            let role = self.opt.role(&self.path.join("."));
+            // KP's B gradient is W's own: counting it would count δW twice.
+            match role {
+                Role::KolenPollackFeedback => {}
+                Role::Feedback => self.feedback += sum_of_squares(g),
+                _ => self.task += sum_of_squares(g),
+            }
         }
     }
 }
@@ -111,7 +181,8 @@ struct StepMapper<'a> {
     grads: &'a mut GradientsParams,
     path: Vec<String>,
     multiplier: f64,
-    scale: f32,
+    /// Clipping factors of the task gradients and of the learned B's.
+    scales: (f32, f32),
 }
 
 impl ModuleMapper for StepMapper<'_> {
@@ -126,12 +197,10 @@ impl ModuleMapper for StepMapper<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let Some(grad) = self.grads.remove::<D>(param.id) else { return param };
         let path = self.path.join(".");
-        let group = group_of(&path);
-        let settings = match group {
-            Group::Weights => self.opt.weights,
-            Group::Feedback => self.opt.feedback,
-        };
-        let decays = group == Group::Feedback || path.ends_with("weight");
+        let role = self.opt.role(&path);
+        let settings = self.opt.settings(role);
+        let scale = if role.is_task() { self.scales.0 } else { self.scales.1 };
+        let decays = group_of(&path) == Group::Feedback || path.ends_with("weight");
         let weight_decay = if decays { settings.weight_decay } else { 0.0 };
         let lr = settings.lr * self.multiplier;
         let autodiff = param.val().is_autodiff();
@@ -139,8 +208,8 @@ impl ModuleMapper for StepMapper<'_> {
         let dims = w.dims();
         let n = w.shape().num_elements();
         let mut g = grad.inner().reshape([n]);
-        if self.scale != 1.0 {
-            g = g * self.scale;
+        if scale != 1.0 {
+            g = g * scale;
         }
         let mut wf = w.reshape([n]);
         if weight_decay > 0.0 && !settings.decoupled {
@@ -203,4 +272,47 @@ pub fn param_ids<M: Module>(model: &M) -> BTreeMap<String, ParamId> {
     let mut v = Ids { path: Vec::new(), ids: BTreeMap::new() };
     model.visit(&mut v);
     v.ids
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+    use plastic_rules::FeedbackNetwork;
+
+    use crate::config::RunConfig;
+    use crate::network::Network;
+    use crate::trainer::build_optimizer;
+
+    fn flat(t: Tensor<1>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// A layer made Kolen–Pollack by an override steps exactly like its W — whatever
+    /// `rule.b_lr` says for the run's other B's, and with a clip that scales only the task
+    /// gradients — so B − W only shrinks by (1 − lr·λ) (SGD, coupled L2, no momentum).
+    #[test]
+    fn kolen_pollack_b_steps_exactly_like_its_w_even_under_an_override() {
+        let text = "[model]\nkind = \"mlp\"\nhidden = [16]\n[train]\noptimizer = \"sgd\"\nmomentum = 0.0\nlr = 0.1\ngrad_clip = 0.05\n[rule]\nkind = \"information_alignment\"\nb_lr = 0.5\nkp_decay = 0.2\noverrides = [{ layers = [\"last\"], kind = \"kolen_pollack\" }]";
+        let config = RunConfig::parse(text, &[]).unwrap();
+        let device = Device::flex().autodiff();
+        let model = Network::build(&config, [1, 4, 4], 3, &device).unwrap();
+        let mut optimizer = build_optimizer(&config, &model, 10);
+        let layers = model.feedback_layers();
+        let (_, last) = layers.last().unwrap();
+        assert_eq!(last.rule(), plastic_rules::LayerRule::KolenPollack);
+        let before: Vec<f32> = flat(last.weight_flat()).iter().zip(flat(last.feedback_flat())).map(|(w, b)| w - b).collect();
+        drop(layers);
+        let x = Tensor::<4>::random([5, 1, 4, 4], Distribution::Normal(0.0, 1.0), &device);
+        let t = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 0, 1], [5]), &device);
+        let loss = Network::loss(&model.forward(x), t);
+        let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
+        let (model, norm) = optimizer.step(model, grads, 1.0);
+        assert!(norm > 0.05, "the clip must bind for the test to mean anything: {norm}");
+        let layers = model.feedback_layers();
+        let (_, last) = layers.last().unwrap();
+        let after: Vec<f32> = flat(last.weight_flat()).iter().zip(flat(last.feedback_flat())).map(|(w, b)| w - b).collect();
+        for (a, b) in after.iter().zip(&before) {
+            assert!((a - b * (1.0 - 0.1 * 0.2)).abs() < 1e-6, "B − W: {a} vs {}", b * 0.98);
+        }
+    }
 }

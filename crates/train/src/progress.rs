@@ -85,4 +85,20 @@ impl TrainObserver for ProgressReporter {
             summary.test_loss
         );
     }
+
+    fn diverged(&mut self, _summary: &Summary) {
+        // The CLI prints the one line that says why; the bar stays where training stopped.
+        if let Some(bar) = self.bar.take() {
+            bar.abandon();
+        }
+    }
+
+    fn already_finished(&mut self, summary: &Summary) {
+        eprintln!(
+            "run {} already finished at step {} (test accuracy {:.2}%); summary.json left as it was — raise train.steps or train.epochs to train on",
+            summary.name,
+            summary.steps,
+            100.0 * summary.test_accuracy
+        );
+    }
 }
