@@ -6,6 +6,8 @@
 # B carries an error (all but the first).
 #   scripts/rules_table.sh [extra plastic train arguments, e.g. --set seed=1]
 #   MODELS="cnn" scripts/rules_table.sh      # only some of the models (cnn convrnn mlp)
+#   RULES="backprop kolen_pollack" scripts/rules_table.sh   # only some of the rules
+#   TABLE_ONLY=1 scripts/rules_table.sh      # print the table of the runs already in $OUT
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/plastic-target}"
@@ -14,9 +16,10 @@ PLASTIC="$CARGO_TARGET_DIR/release/plastic"
 OUT="${OUT:-runs/rules-table}"
 MODELS="${MODELS:-cnn convrnn mlp}"
 # Each entry is a rule, optionally with one more rule setting after a colon.
-RULES="backprop feedback_alignment sign_symmetry kolen_pollack weight_mirror weight_mirror:source=data information_alignment symmetric_alignment activation_alignment direct_feedback_alignment"
+RULES="${RULES:-backprop feedback_alignment sign_symmetry kolen_pollack weight_mirror weight_mirror:source=data information_alignment symmetric_alignment activation_alignment direct_feedback_alignment}"
 config() { case "$1" in cnn) echo configs/quickstart.toml ;; convrnn) echo configs/convrnn_quickstart.toml ;; mlp) echo configs/rules_mlp.toml ;; esac; }
 for model in $MODELS; do
+    [ -n "${TABLE_ONLY:-}" ] && break
     for entry in $RULES; do
         rule="${entry%%:*}"
         extra=()

@@ -191,13 +191,17 @@ impl Default for RuleConfig {
 /// | rule | Kunin 2020 (ImageNet) | digits scale | fixed point |
 /// |---|---|---|---|
 /// | weight_mirror α·decay + β·amp | 1e-3, 1e-3 | 0.5, 0.5 | B = (β/2α) W E[xxᵀ] (∝ W for white inputs) |
-/// | information_alignment α·amp + β·null + γ·decay | 2e-3, 1e-3, 1e-3 | 1.0, 0.5, 0.5 | — |
+/// | information_alignment α·amp + β·null + γ·decay | 2e-3, 1e-3, 1e-3 | 1.0, 0.5, 0.1 | B = (α/2)(γ + β·W Cov Wᵀ)⁻¹ W Cov |
 /// | symmetric_alignment α·decay + β·self | 1e-3, 2e-3 | 0.5, 1.0 | B = (β/2α) W = W |
 /// | activation_alignment α·sparse + β·amp | 1e-3, 2e-3 | 0.5, 1.0 | B = (β/2α) W = W |
 ///
 /// The digits values keep Kunin's ratios (so the fixed points are the same) and scale them so
 /// that, with B's own learning rate, B aligns within a few hundred steps instead of the
-/// hundreds of thousands of an ImageNet run.
+/// hundreds of thousands of an ImageNet run. Information alignment's decay is the exception:
+/// γ = β/5 instead of Kunin's γ = β. Its decay shrinks B towards zero against the null term,
+/// and on normalised inputs a small B sends too little error down a deep or recurrent stack:
+/// the ConvRNN quickstart reached 93.0 % with γ = 0.5, 90.5 % with γ = 2 and 95.3 % with
+/// γ = 0.1 (the quickstart CNN 97.8 % → 98.1 %).
 pub fn default_coefficients(kind: RuleKind, scale: CoefficientScale) -> (f32, f32, f32) {
     use CoefficientScale::*;
     use RuleKind::*;
@@ -205,7 +209,7 @@ pub fn default_coefficients(kind: RuleKind, scale: CoefficientScale) -> (f32, f3
         (WeightMirror, Kunin2020) => (1e-3, 1e-3, 0.0),
         (WeightMirror, Digits) => (0.5, 0.5, 0.0),
         (InformationAlignment, Kunin2020) => (2e-3, 1e-3, 1e-3),
-        (InformationAlignment, Digits) => (1.0, 0.5, 0.5),
+        (InformationAlignment, Digits) => (1.0, 0.5, 0.1),
         (SymmetricAlignment | ActivationAlignment, Kunin2020) => (1e-3, 2e-3, 0.0),
         (SymmetricAlignment | ActivationAlignment, Digits) => (0.5, 1.0, 0.0),
         _ => (0.0, 0.0, 0.0),
