@@ -366,25 +366,12 @@ impl RuleConfig {
         if self.mirror_every == 0 || self.mirror_batch == 0 {
             return Err("rule.mirror_every and rule.mirror_batch must be ≥ 1".into());
         }
-        if let Some(lr) = self.b_lr
-            && !(lr >= 0.0 && lr.is_finite())
-        {
-            return Err(format!("rule.b_lr = {lr} must be ≥ 0"));
-        }
-        if let Some(wd) = self.b_weight_decay
-            && !(wd >= 0.0 && wd.is_finite())
-        {
-            return Err(format!("rule.b_weight_decay = {wd} must be ≥ 0"));
-        }
-        if let Some(c) = self.grad_clip
-            && !(c >= 0.0 && c.is_finite())
-        {
-            return Err(format!("rule.grad_clip = {c} must be ≥ 0"));
-        }
-        if let Some(d) = self.kp_decay
-            && !(d >= 0.0 && d.is_finite())
-        {
-            return Err(format!("rule.kp_decay = {d} must be ≥ 0"));
+        for (key, value) in [("b_lr", self.b_lr), ("b_weight_decay", self.b_weight_decay), ("grad_clip", self.grad_clip), ("kp_decay", self.kp_decay)] {
+            if let Some(v) = value
+                && !(v >= 0.0 && v.is_finite())
+            {
+                return Err(format!("rule.{key} = {v} must be ≥ 0"));
+            }
         }
         for (i, o) in self.overrides.iter().enumerate() {
             if o.layers.is_empty() {
