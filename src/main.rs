@@ -1,6 +1,8 @@
 //! `plastic`: the command-line front end. It parses arguments, loads configs and calls the
 //! library crates; all logic lives in `plastic-train` and the crates below it.
 
+mod search;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -117,6 +119,43 @@ enum Command {
         #[arg(long)]
         run: PathBuf,
     },
+    /// Search architectures and hyper-parameters: trials proposed by random search, evolution or
+    /// TPE, run locally or on Slurm; writes searches/<name>/results.csv and figures.
+    Search {
+        /// Search file (TOML), e.g. configs/searches/demo.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Override a search-file key (`trials=40`, `slurm.time=00:30:00`) or, with `base.`, a
+        /// run-config key of every trial (`base.train.epochs=2`). Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// local (child processes) or slurm (job arrays through sbatch).
+        #[arg(long, default_value = "local")]
+        executor: String,
+        /// Trials at a time (local: default 1; slurm: the array size per generation, default 16).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Local trials: cpu (threads split among workers), wgpu (one GPU per worker), auto, or a
+        /// list such as wgpu:0,wgpu:2.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Parent folder of search directories.
+        #[arg(long, default_value = "searches")]
+        out: PathBuf,
+        /// Continue the search in <out>/<name> (after an interrupt, a kill or with a larger budget).
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Run one trial of a search: trains DIR/config.toml into DIR/run, writes DIR/result.json.
+    Trial {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceChoice,
+        /// CPU threads (0: the config's train.threads).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
     /// Print a model's layers, parameter count and unit count.
     Inspect {
         #[command(flatten)]
@@ -131,7 +170,31 @@ fn load_config(args: &ConfigArgs) -> Result<RunConfig, TrainError> {
     }
 }
 
-fn run(cli: Cli) -> Result<(), TrainError> {
+/// What a command can fail with; the exit code tells them apart.
+enum Failure {
+    Train(TrainError),
+    Search(plastic_search::SearchError),
+}
+
+impl From<TrainError> for Failure {
+    fn from(e: TrainError) -> Self {
+        Failure::Train(e)
+    }
+}
+
+impl From<plastic_data::DataError> for Failure {
+    fn from(e: plastic_data::DataError) -> Self {
+        Failure::Train(e.into())
+    }
+}
+
+impl From<plastic_search::SearchError> for Failure {
+    fn from(e: plastic_search::SearchError) -> Self {
+        Failure::Search(e)
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Train { config, run, resume, force, device, out } => {
             let (config, out, resume) = match run {
@@ -159,7 +222,7 @@ fn run(cli: Cli) -> Result<(), TrainError> {
                 "test" => &loaded.splits.test,
                 "validation" => &loaded.splits.validation,
                 "train" => &*loaded.splits.train,
-                other => return Err(TrainError::Config(format!("--split {other:?}: expected test, validation or train"))),
+                other => return Err(TrainError::Config(format!("--split {other:?}: expected test, validation or train")).into()),
             };
             if per_step {
                 let csv = plastic_train::eval::per_step_csv(&loaded.model, set, &loaded.splits.normalization, loaded.config.train.eval_batch_size, examples, &device.device)?;
@@ -220,10 +283,26 @@ fn run(cli: Cli) -> Result<(), TrainError> {
             Ok(())
         }
         Command::Plot { run } => {
-            for file in plastic_train::plot::plot_run(&RunDir::new(&run))? {
+            for file in plastic_plot::plot_run(&run).map_err(|e| TrainError::Run(e.to_string()))? {
                 println!("{}", file.display());
             }
             Ok(())
+        }
+        Command::Search { config, set, executor, workers, device, out, resume } => {
+            search::run_search(search::SearchArgs { config, set, executor, workers, device, out, resume })?;
+            Ok(())
+        }
+        Command::Trial { dir, device, threads } => {
+            if !dir.join("config.toml").is_file() {
+                return Err(TrainError::Config(format!("{}: no config.toml (a trial directory of a search)", dir.display())).into());
+            }
+            let r = search::run_trial(&dir, device, threads)?;
+            println!("{}", serde_json::to_string(&r).expect("plain data"));
+            match r.status {
+                plastic_search::TrialStatus::Ok => Ok(()),
+                plastic_search::TrialStatus::Diverged => Err(TrainError::Diverged { step: 0, message: r.error.unwrap_or_default() }.into()),
+                _ => Err(TrainError::Run(r.error.unwrap_or_default()).into()),
+            }
         }
         Command::Inspect { config } => {
             let config = load_config(&config)?;
@@ -259,13 +338,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(failure) => {
+            // 3: the input was fine but training diverged (a search can tell it from bad input);
+            // 130: interrupted, as shells report Ctrl-C.
+            let (message, code) = match &failure {
+                Failure::Train(e) => (e.to_string(), if matches!(e, TrainError::Diverged { .. }) { 3 } else { 2 }),
+                Failure::Search(e) => (e.to_string(), if matches!(e, plastic_search::SearchError::Interrupted) { 130 } else { 2 }),
+            };
             // One line, whatever the underlying library put in its message.
-            let message = e.to_string();
             let message: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
             eprintln!("error: {}", message.join(" "));
-            // 3: the input was fine but training diverged (a search can tell it from bad input).
-            ExitCode::from(if matches!(e, TrainError::Diverged { .. }) { 3 } else { 2 })
+            ExitCode::from(code)
         }
     }
 }

@@ -21,6 +21,11 @@ pub enum DeviceChoice {
     Cpu,
     /// wgpu's default adapter (a software one such as lavapipe if that is all there is).
     Wgpu,
+    /// `wgpu:N`: the N-th discrete GPU in wgpu's adapter order (with none, `wgpu:0` is the
+    /// default adapter, so the software Vulkan can stand in for a GPU in tests).
+    WgpuIndex(usize),
+    /// `wgpu:slurm`: the GPU Slurm assigned to this job ([`slurm_gpu_index`]).
+    WgpuSlurm,
     /// CUDA device 0 (needs the `cuda` feature).
     Cuda,
     /// The deprecated burn-ndarray CPU backend (needs the `ndarray` feature), to compare with flex.
@@ -34,9 +39,11 @@ impl std::str::FromStr for DeviceChoice {
             "auto" => Ok(Self::Auto),
             "cpu" | "flex" => Ok(Self::Cpu),
             "wgpu" => Ok(Self::Wgpu),
+            "wgpu:slurm" => Ok(Self::WgpuSlurm),
+            s if s.starts_with("wgpu:") => s[5..].parse().map(Self::WgpuIndex).map_err(|_| format!("unknown device {s:?} (expected wgpu:N with N a GPU index, or wgpu:slurm)")),
             "cuda" => Ok(Self::Cuda),
             "ndarray" => Ok(Self::Ndarray),
-            other => Err(format!("unknown device {other:?} (expected auto, cpu, wgpu, cuda or ndarray)")),
+            other => Err(format!("unknown device {other:?} (expected auto, cpu, wgpu, wgpu:N, wgpu:slurm, cuda or ndarray)")),
         }
     }
 }
@@ -137,9 +144,60 @@ fn rayon_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).min(std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(usize::MAX))
 }
 
+/// The GPU index Slurm assigned to this job, as a wgpu adapter index.
+///
+/// Slurm hands a job its GPUs in `CUDA_VISIBLE_DEVICES` (AMD: `ROCR_VISIBLE_DEVICES`; also
+/// `GPU_DEVICE_ORDINAL`), numbered among the devices the job can see. Vulkan, which wgpu uses,
+/// ignores these variables, but it sees the same devices: where the cluster constrains devices
+/// (cgroup `ConstrainDevices=yes`) the job's `/dev` holds only its own GPUs, Vulkan enumerates
+/// just those and the index Slurm gives is 0-based among them; without the constraint Vulkan
+/// sees every GPU of the node and Slurm's index is the global one — the same adapter in both
+/// cases, as both orders follow the PCI bus. `SLURM_STEP_GPUS` / `SLURM_JOB_GPUS` (global
+/// indices) are the fallback. UUID entries (`GPU-…`) cannot be mapped and give `None`.
+pub fn slurm_gpu_index(env: &dyn Fn(&str) -> Option<String>) -> Option<usize> {
+    ["CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS"]
+        .iter()
+        .find_map(|k| env(k).filter(|v| !v.trim().is_empty()))
+        .and_then(|v| v.split(',').next().and_then(|first| first.trim().parse().ok()))
+}
+
+/// Opens the N-th discrete GPU (or, with none, the default adapter for `N = 0`).
+fn wgpu_index(index: usize, label: &str) -> Result<SelectedDevice> {
+    let adapters = wgpu_adapters();
+    let hardware: Vec<&String> = adapters.iter().filter(|(_, h)| *h).map(|(n, _)| n).collect();
+    let (device, name) = if hardware.is_empty() {
+        if index != 0 || adapters.is_empty() {
+            return Err(TrainError::Config(format!(
+                "--device {label}: no GPU adapter{}",
+                if adapters.is_empty() { String::new() } else { format!(" (only software ones: {})", adapters.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")) }
+            )));
+        }
+        (Device::wgpu(DeviceKind::DefaultDevice), adapters[0].0.clone())
+    } else {
+        let name = hardware.get(index).ok_or_else(|| TrainError::Config(format!("--device {label}: there are {} GPU adapters (wgpu:0 to wgpu:{})", hardware.len(), hardware.len() - 1)))?;
+        let device = Device::wgpu_options().device_kind(DeviceKind::DiscreteGpu(index)).init().map_err(|e| TrainError::Config(format!("--device {label}: {name} could not be opened: {e:?}")))?;
+        (device, name.to_string())
+    };
+    smoke_test(&device).map_err(|e| TrainError::Config(format!("--device {label} failed to start: {e}")))?;
+    Ok(SelectedDevice { device, name: "wgpu".into(), description: format!("wgpu adapter {index}: {name}") })
+}
+
+/// `wgpu:0` … for every hardware GPU wgpu sees (empty without one): what `--device wgpu`
+/// spreads a search's workers over.
+pub fn wgpu_gpu_devices() -> Vec<String> {
+    let n = wgpu_adapters().iter().filter(|(_, h)| *h).count();
+    (0..n).map(|i| format!("wgpu:{i}")).collect()
+}
+
 /// Picks the device for `choice`.
 pub fn select(choice: DeviceChoice) -> Result<SelectedDevice> {
     match choice {
+        DeviceChoice::WgpuIndex(i) => wgpu_index(i, &format!("wgpu:{i}")),
+        DeviceChoice::WgpuSlurm => {
+            let index = slurm_gpu_index(&|k| std::env::var(k).ok())
+                .ok_or_else(|| TrainError::Config("--device wgpu:slurm: Slurm assigned no GPU index (CUDA_VISIBLE_DEVICES, SLURM_JOB_GPUS unset or UUIDs); request one with gpus_per_trial".into()))?;
+            wgpu_index(index, &format!("wgpu:slurm (GPU {index})"))
+        }
         DeviceChoice::Cpu => Ok(cpu(None)),
         DeviceChoice::Ndarray => {
             #[cfg(feature = "ndarray")]
@@ -187,5 +245,34 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice> {
             }
             Ok(cpu(Some(format!("no usable GPU: {}", notes.join("; ")))))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_choices_parse_with_indices() {
+        assert_eq!("wgpu:3".parse::<DeviceChoice>(), Ok(DeviceChoice::WgpuIndex(3)));
+        assert_eq!("wgpu:slurm".parse::<DeviceChoice>(), Ok(DeviceChoice::WgpuSlurm));
+        assert!("wgpu:x".parse::<DeviceChoice>().unwrap_err().contains("wgpu:N"));
+    }
+
+    #[test]
+    fn slurm_gpu_assignment_maps_to_the_adapter_index() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+        // Constrained devices: the job sees only its GPU, numbered 0.
+        assert_eq!(slurm_gpu_index(&env(&[("CUDA_VISIBLE_DEVICES", "0"), ("SLURM_JOB_GPUS", "3")])), Some(0));
+        // Unconstrained: the global index, which is also Vulkan's.
+        assert_eq!(slurm_gpu_index(&env(&[("CUDA_VISIBLE_DEVICES", "3"), ("SLURM_JOB_GPUS", "3")])), Some(3));
+        assert_eq!(slurm_gpu_index(&env(&[("CUDA_VISIBLE_DEVICES", "2,3")])), Some(2));
+        assert_eq!(slurm_gpu_index(&env(&[("ROCR_VISIBLE_DEVICES", "1")])), Some(1));
+        assert_eq!(slurm_gpu_index(&env(&[("SLURM_STEP_GPUS", "5")])), Some(5));
+        assert_eq!(slurm_gpu_index(&env(&[("CUDA_VISIBLE_DEVICES", ""), ("SLURM_STEP_GPUS", "6"), ("SLURM_JOB_GPUS", "7")])), Some(6));
+        assert_eq!(slurm_gpu_index(&env(&[("GPU_DEVICE_ORDINAL", "5")])), Some(5));
+        assert_eq!(slurm_gpu_index(&env(&[("CUDA_VISIBLE_DEVICES", "GPU-8f1c2a"), ("SLURM_JOB_GPUS", "0")])), None);
+        assert_eq!(slurm_gpu_index(&env(&[("CUDA_VISIBLE_DEVICES", "NoDevFiles")])), None);
+        assert_eq!(slurm_gpu_index(&env(&[])), None);
     }
 }

@@ -21,7 +21,6 @@ pub mod export;
 pub mod metrics;
 pub mod network;
 pub mod optim;
-pub mod plot;
 pub mod progress;
 pub mod run_dir;
 pub mod schedule;

@@ -7,29 +7,14 @@
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::FontStyle;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde_json::{Map, Value};
 
-use crate::error::{Result, TrainError};
-use crate::metrics::read_metrics;
-use crate::run_dir::RunDir;
-
-/// The font of every label. plotters' ab_glyph text backend has no system font lookup (and the
-/// machines runs are plotted on may have no fonts installed), so the font ships with the crate.
-/// Licence: `assets/DejaVuSans-LICENSE.txt`.
-static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-
-/// The family name plotters asks for by default (`("sans-serif", size)` styles, tick labels).
-const FAMILY: &str = "sans-serif";
-
-/// Image size in pixels.
-const SIZE: (u32, u32) = (900, 600);
+use crate::PlotError;
+use crate::draw::{Corner, FAMILY, SIZE, bounds, color, freest_corner, polyline_samples, register_font, tick_label, write_atomic};
 
 /// Charts with more series than this get their legend in a panel beside the plot: a box of a
 /// dozen layer names over the lines would hide the lines.
@@ -47,31 +32,6 @@ const ALIGNMENT: [(&str, &str, &str, YAxis); 4] = [
     ("norm_ratio", "Norm ratio \u{2016}B\u{2016} / \u{2016}W\u{2016}", "\u{2016}B\u{2016} / \u{2016}W\u{2016}", YAxis::FromZero),
 ];
 
-/// Line colours: matplotlib's `tab10`, so the first series look familiar, then darker tones
-/// (from `tab20b`/`tab20c`) that still stand out on white; beyond these, plotters' palette.
-const COLORS: [RGBColor; 20] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-    RGBColor(188, 189, 34),
-    RGBColor(23, 190, 207),
-    RGBColor(57, 59, 121),
-    RGBColor(99, 121, 57),
-    RGBColor(140, 109, 49),
-    RGBColor(132, 60, 57),
-    RGBColor(123, 65, 115),
-    RGBColor(49, 130, 189),
-    RGBColor(230, 85, 13),
-    RGBColor(49, 163, 84),
-    RGBColor(117, 107, 177),
-    RGBColor(99, 99, 99),
-];
-
 /// How a chart's y range is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum YAxis {
@@ -81,36 +41,6 @@ enum YAxis {
     Percent,
     /// 0 to 90 (the angle of unrelated vectors), or further when an angle exceeds it.
     Degrees,
-}
-
-/// A corner of the plot, for the legend box.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Corner {
-    UpperRight,
-    LowerRight,
-    UpperLeft,
-    LowerLeft,
-}
-
-impl Corner {
-    const ALL: [Corner; 4] = [Corner::UpperRight, Corner::LowerRight, Corner::UpperLeft, Corner::LowerLeft];
-
-    fn position(self) -> SeriesLabelPosition {
-        match self {
-            Corner::UpperRight => SeriesLabelPosition::UpperRight,
-            Corner::LowerRight => SeriesLabelPosition::LowerRight,
-            Corner::UpperLeft => SeriesLabelPosition::UpperLeft,
-            Corner::LowerLeft => SeriesLabelPosition::LowerLeft,
-        }
-    }
-
-    /// Whether the point (as fractions 0..1 of the plot's width and height, y up) lies in the
-    /// box of `w` × `h` in this corner.
-    fn covers(self, (fx, fy): (f64, f64), w: f64, h: f64) -> bool {
-        let right = matches!(self, Corner::UpperRight | Corner::LowerRight);
-        let upper = matches!(self, Corner::UpperRight | Corner::UpperLeft);
-        (if right { fx >= 1.0 - w } else { fx <= w }) && (if upper { fy >= 1.0 - h } else { fy <= h })
-    }
 }
 
 /// One line of a chart: (step, value) points in step order.
@@ -136,31 +66,39 @@ struct Chart {
     series: Vec<Series>,
 }
 
-/// Draws the run's plots into `dir.plots()`; returns the files written.
+/// Draws the plots of the run in `run_dir` from its `metrics.jsonl` into `<run_dir>/plots/`;
+/// returns the files written.
 ///
 /// `loss.png` and `accuracy.png` always (when the metrics have those values), and one file per
 /// alignment metric that some line of the metrics has. A missing or empty metrics file is an
 /// error: there is nothing to draw, and an empty plots folder would look like success.
-pub fn plot_run(dir: &RunDir) -> Result<Vec<PathBuf>> {
-    let metrics = dir.metrics();
+pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
+    let metrics = run_dir.join("metrics.jsonl");
     let records = read_metrics(&metrics)?;
     if records.is_empty() {
-        return Err(TrainError::Run(format!("{}: no metric records to plot", metrics.display())));
+        return Err(PlotError::Data(format!("{}: no metric records to plot", metrics.display())));
     }
     let charts = charts(&records);
     if charts.is_empty() {
-        return Err(TrainError::Run(format!("{}: no loss, accuracy or alignment values to plot", metrics.display())));
+        return Err(PlotError::Data(format!("{}: no loss, accuracy or alignment values to plot", metrics.display())));
     }
     register_font()?;
-    let plots = dir.plots();
-    std::fs::create_dir_all(&plots).map_err(|e| TrainError::io(&plots, e))?;
+    let plots = run_dir.join("plots");
+    std::fs::create_dir_all(&plots).map_err(|e| PlotError::io(&plots, e))?;
     charts
         .iter()
         .map(|chart| {
             let path = plots.join(format!("{}.png", chart.name));
-            draw_atomic(&path, chart).map(|()| path)
+            write_atomic(&path, |tmp| draw(tmp, chart)).map(|()| path)
         })
         .collect()
+}
+
+/// All records of a `metrics.jsonl`: one JSON object a line, as `plastic-train`'s `MetricsLog`
+/// writes them. Lines that do not parse (a line cut short by a crash) are skipped.
+fn read_metrics(path: &Path) -> Result<Vec<Map<String, Value>>, PlotError> {
+    let text = std::fs::read_to_string(path).map_err(|e| PlotError::io(path, e))?;
+    Ok(text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter_map(|v| v.as_object().cloned()).collect())
 }
 
 /// The charts the records have data for, each with only its non-empty series.
@@ -244,40 +182,8 @@ fn alignment_layers(records: &[Map<String, Value>], metric: &str) -> Vec<String>
     layers
 }
 
-/// Registers the bundled font once per process (plotters keeps fonts in a global table).
-fn register_font() -> Result<()> {
-    static REGISTERED: OnceLock<bool> = OnceLock::new();
-    if *REGISTERED.get_or_init(|| plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok()) {
-        Ok(())
-    } else {
-        Err(TrainError::Run("the bundled plot font (DejaVuSans.ttf) does not load".into()))
-    }
-}
-
-/// Draws `chart` to a temporary file beside `path`, then renames it over `path`: a reader (or a
-/// crash mid-draw) never sees half a PNG.
-fn draw_atomic(path: &Path, chart: &Chart) -> Result<()> {
-    let tmp = temp_path(path);
-    let result = draw(&tmp, chart)
-        .map_err(|e| TrainError::io(path, e))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e)));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// A hidden name in the same folder (so the rename stays on one file system), unique within
-/// the process, and ending in `.png` because the encoder picks the format from the extension.
-fn temp_path(path: &Path) -> PathBuf {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plot");
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    path.with_file_name(format!(".{stem}.tmp-{}-{n}.png", std::process::id()))
-}
-
 /// Renders `chart` as a PNG at `path`.
-fn draw(path: &Path, chart: &Chart) -> std::result::Result<(), Box<dyn Error>> {
+fn draw(path: &Path, chart: &Chart) -> Result<(), Box<dyn Error>> {
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let side_legend = chart.series.len() > INSIDE_LEGEND_MAX;
@@ -328,42 +234,8 @@ fn draw(path: &Path, chart: &Chart) -> std::result::Result<(), Box<dyn Error>> {
 
 /// The corner whose legend box would hide the least of the curves; `preferred` on a tie. Points
 /// along each segment are sampled too, so a sparse series crossing a corner counts.
-fn legend_corner(preferred: Corner, series: &[Series], (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> Corner {
-    // The box's share of the plot: about a third of its width, and a row of ~22 px per series
-    // of its ~480 px height.
-    let w = 0.33;
-    let h = ((series.len() as f64 * 22.0 + 20.0) / 480.0).min(1.0);
-    let fraction = |(x, y): (f64, f64)| ((x - x0) / (x1 - x0), (y - y0) / (y1 - y0));
-    let samples: Vec<(f64, f64)> = series
-        .iter()
-        .flat_map(|s| {
-            let segments = s.points.windows(2).flat_map(|p| (1..8).map(move |k| lerp(p[0], p[1], k as f64 / 8.0)));
-            s.points.iter().copied().chain(segments)
-        })
-        .map(fraction)
-        .collect();
-    let hidden = |c: Corner| samples.iter().filter(|&&p| c.covers(p, w, h)).count();
-    std::iter::once(preferred).chain(Corner::ALL).min_by_key(|&c| hidden(c)).unwrap_or(preferred)
-}
-
-fn lerp(a: (f64, f64), b: (f64, f64), t: f64) -> (f64, f64) {
-    (a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1))
-}
-
-/// A tick value without trailing zeros ("200", not "200.0"; "0.25"), at most four decimals,
-/// which also hides float noise such as 0.30000000000000004.
-fn tick_label(v: f64) -> String {
-    let s = format!("{v:.4}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" { "0".into() } else { s.into() }
-}
-
-/// The colour of the `i`-th series.
-fn color(i: usize) -> RGBColor {
-    COLORS.get(i).copied().unwrap_or_else(|| {
-        let RGBAColor(r, g, b, _) = Palette99::pick(i).to_rgba();
-        RGBColor(r, g, b)
-    })
+fn legend_corner(preferred: Corner, series: &[Series], x_range: (f64, f64), y_range: (f64, f64)) -> Corner {
+    freest_corner(preferred, series.len(), series.iter().flat_map(|s| polyline_samples(&s.points)), x_range, y_range)
 }
 
 /// Width of the side legend panel: room for the longest label (about 8 px a character at the
@@ -375,7 +247,7 @@ fn legend_width(series: &[Series]) -> u32 {
 
 /// The side legend: one row per series, rows shrinking (with the font) when there are more
 /// series than fit at full size.
-fn draw_side_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, series: &[Series]) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+fn draw_side_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, series: &[Series]) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     const TOP: i32 = 60;
     let (_, height) = area.dim_in_pixel();
     let available = (height as i32 - TOP - 10).max(1);
@@ -412,28 +284,20 @@ fn y_range(axis: YAxis, series: &[Series]) -> (f64, f64) {
     }
 }
 
-/// (min, max) of finite values; (0, 0) when there are none.
-fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    values
-        .filter(|v| v.is_finite())
-        .fold(None, |acc: Option<(f64, f64)>, v| Some(acc.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v)))))
-        .unwrap_or((0.0, 0.0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// A fresh run directory under the system temp folder, unique to this process and test.
-    fn temp_run(tag: &str) -> RunDir {
+    fn temp_run(tag: &str) -> PathBuf {
         let root = std::env::temp_dir().join(format!("plastic-plot-test-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
-        RunDir::new(root)
+        root
     }
 
-    fn write_metrics(dir: &RunDir, lines: &[String]) {
-        std::fs::write(dir.metrics(), lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    fn write_metrics(dir: &Path, lines: &[String]) {
+        std::fs::write(dir.join("metrics.jsonl"), lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
     }
 
     /// Train lines every 10 steps, a validation value every 50; alignment keys when `layers`.
@@ -477,14 +341,14 @@ mod tests {
         let dir = temp_run("plain");
         write_metrics(&dir, &synthetic(&[]));
         let written = plot_run(&dir).unwrap();
-        assert_eq!(written, vec![dir.plots().join("loss.png"), dir.plots().join("accuracy.png")]);
+        assert_eq!(written, vec![dir.join("plots").join("loss.png"), dir.join("plots").join("accuracy.png")]);
         for path in &written {
             assert_png(path);
         }
-        assert!(!dir.plots().join("weight_angle.png").exists());
-        let leftovers: Vec<_> = std::fs::read_dir(dir.plots()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
+        assert!(!dir.join("plots").join("weight_angle.png").exists());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.join("plots")).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
         assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
-        let _ = std::fs::remove_dir_all(&dir.root);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -498,8 +362,8 @@ mod tests {
         for path in &written {
             assert_png(path);
         }
-        assert!(!dir.plots().join("true_grad_angle.png").exists());
-        let _ = std::fs::remove_dir_all(&dir.root);
+        assert!(!dir.join("plots").join("true_grad_angle.png").exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -507,14 +371,14 @@ mod tests {
         let dir = temp_run("empty");
         let missing = plot_run(&dir).unwrap_err().to_string();
         assert!(missing.contains("metrics.jsonl") && !missing.contains('\n'), "{missing}");
-        std::fs::write(dir.metrics(), "").unwrap();
+        std::fs::write(dir.join("metrics.jsonl"), "").unwrap();
         let empty = plot_run(&dir).unwrap_err().to_string();
         assert!(empty.contains("no metric records") && !empty.contains('\n'), "{empty}");
         write_metrics(&dir, &[r#"{"step": 1, "lr": 0.1}"#.into()]);
         let nothing = plot_run(&dir).unwrap_err().to_string();
         assert!(nothing.contains("no loss"), "{nothing}");
-        assert!(!dir.plots().exists());
-        let _ = std::fs::remove_dir_all(&dir.root);
+        assert!(!dir.join("plots").exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -531,15 +395,6 @@ mod tests {
         assert_eq!(legend_corner(Corner::UpperRight, &falling, (0.0, 10.0), (0.0, 10.0)), Corner::UpperRight);
         let flat_top = [Series { label: "a".into(), points: vec![(0.0, 9.5), (10.0, 9.5)] }];
         assert_eq!(legend_corner(Corner::UpperRight, &flat_top, (0.0, 10.0), (0.0, 10.0)), Corner::LowerRight);
-    }
-
-    #[test]
-    fn tick_labels_drop_trailing_zeros() {
-        assert_eq!(tick_label(200.0), "200");
-        assert_eq!(tick_label(0.1 + 0.2), "0.3");
-        assert_eq!(tick_label(2.5), "2.5");
-        assert_eq!(tick_label(0.0), "0");
-        assert_eq!(tick_label(-0.00001), "0");
     }
 
     #[test]
