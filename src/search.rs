@@ -104,9 +104,13 @@ fn devices(spec: &str) -> Result<Vec<String>, String> {
 
 struct Printer {
     started: Instant,
+    header: String,
 }
 
 impl SearchObserver for Printer {
+    fn ready(&mut self) {
+        eprintln!("{}", self.header);
+    }
     fn message(&mut self, line: &str) {
         eprintln!("{line}");
     }
@@ -146,7 +150,7 @@ pub fn run_search(args: SearchArgs) -> Result<(), SearchError> {
         other => return Err(SearchError::Invalid(format!("--executor {other:?}: expected local or slurm"))),
     };
     let options = DriverOptions { dir: std::path::absolute(&dir).map_err(|e| SearchError::io(&dir, e))?, resume: args.resume, poll: if args.executor == "slurm" { Duration::from_secs_f64(search.file.slurm.poll_s) } else { Duration::from_millis(200) } };
-    eprintln!(
+    let header = format!(
         "search {:?}: {} trials, {} strategy, {} parameters, {} executor ({} at a time) → {}",
         search.file.name,
         search.file.trials,
@@ -156,7 +160,7 @@ pub fn run_search(args: SearchArgs) -> Result<(), SearchError> {
         executor.capacity(),
         dir.display()
     );
-    let trials = driver::run(&search, executor.as_mut(), &options, &validate_run_config, &mut Printer { started: Instant::now() })?;
+    let trials = driver::run(&search, executor.as_mut(), &options, &validate_run_config, &mut Printer { started: Instant::now(), header })?;
     for line in plastic_search::report::leaderboard(&search, &trials, 10) {
         println!("{line}");
     }

@@ -111,7 +111,7 @@ fn tiny_search_runs_two_workers_and_resumes_after_sigkill_without_rerunning_tria
 fn a_bad_space_is_one_clear_error_before_any_trial_runs() {
     let out = temp_dir("bad");
     // Every trial would be invalid: caught by the run config's own checks up front.
-    let o = plastic().args(["search", "--config", "configs/searches/tiny.toml", "--set", "base.train.lr=-1", "--out"]).arg(&out).output().unwrap();
+    let o = plastic().args(["search", "--config", "configs/searches/tiny.toml", "--set", "base.train.batch_size=0", "--out"]).arg(&out).output().unwrap();
     assert_one_line_error(&o, "invalid run config");
     assert!(!out.join("tiny/trials").exists(), "no trial may start");
     let o = plastic().args(["search", "--config", "configs/searches/tiny.toml", "--set", "strategy=grid", "--out"]).arg(&out).output().unwrap();

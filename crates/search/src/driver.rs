@@ -71,6 +71,8 @@ struct State {
 
 /// What the driver tells its user as it goes.
 pub trait SearchObserver {
+    /// The search file, the space and the directory passed their checks; trials start next.
+    fn ready(&mut self) {}
     fn message(&mut self, _line: &str) {}
     fn started(&mut self, _record: &TrialRecord) {}
     fn finished(&mut self, _record: &TrialRecord, _done: usize, _total: usize) {}
@@ -157,6 +159,7 @@ pub fn run(search: &Search, executor: &mut dyn TrialExecutor, options: &DriverOp
         return Err(SearchError::Invalid(format!("{}: this search was running trials with --executor {}; resume it with the same executor", dir.display(), state.executor)));
     }
     state.executor = executor.name().to_string();
+    observer.ready();
 
     // After a restart: results written while the driver was down are read from their files;
     // the trials still without one go back to the executor.
