@@ -346,8 +346,7 @@ fn main() -> ExitCode {
                 Failure::Search(e) => (e.to_string(), if matches!(e, plastic_search::SearchError::Interrupted) { 130 } else { 2 }),
             };
             // One line, whatever the underlying library put in its message.
-            let message: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-            eprintln!("error: {}", message.join(" "));
+            eprintln!("error: {}", plastic_search::one_line(&message));
             ExitCode::from(code)
         }
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use plastic_search::driver::{self, DriverOptions, SearchObserver, TrialRecord};
 use plastic_search::local::{LocalExecutor, Slot};
 use plastic_search::slurm::SlurmExecutor;
-use plastic_search::{Search, SearchError, TrialExecutor, TrialProgram, TrialResult, TrialStatus};
+use plastic_search::{Search, SearchError, one_line, TrialExecutor, TrialProgram, TrialResult, TrialStatus};
 use plastic_train::device::{DeviceChoice, select};
 use plastic_train::{RunConfig, RunDir, TrainError, TrainOptions};
 
@@ -59,10 +59,6 @@ fn train_trial(dir: &Path, device: DeviceChoice, threads: usize) -> Result<plast
     let resume = RunDir::new(dir.join("run")).latest_checkpoint().is_some();
     let options = TrainOptions { out: dir.to_path_buf(), device, resume, force: !resume };
     plastic_train::train(&config, &splits, &options, &mut plastic_train::progress::ProgressReporter::new())
-}
-
-fn one_line(s: &str) -> String {
-    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// `plastic search` arguments.

@@ -1,42 +1,11 @@
 //! The `plastic` binary driven the way a user drives it.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn plastic() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_plastic"));
-    c.env("RAYON_NUM_THREADS", "2");
-    c
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("plastic-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("plastic runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// A bad input gives exit code 2 and exactly one line on stderr, naming `needle`.
-fn assert_one_line_error(o: &Output, needle: &str) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "expected one line, got: {err}");
-    assert!(err.starts_with("error: ") && err.contains(needle), "expected {needle:?} in: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-}
+mod common;
+use common::{assert_one_line_error, json, plastic, run, stderr, temp_dir};
 
 #[test]
 fn quickstart_config_learns_digits_on_a_reduced_budget() {

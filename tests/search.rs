@@ -2,25 +2,11 @@
 //! `configs/searches/tiny.toml`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn plastic() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_plastic"));
-    c.env("RAYON_NUM_THREADS", "2");
-    c
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("plastic-search-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{assert_one_line_error, plastic, stderr, temp_dir};
 
 /// results.csv as (header, rows).
 fn results(dir: &Path) -> (Vec<String>, Vec<Vec<String>>) {
@@ -35,13 +21,6 @@ fn results(dir: &Path) -> (Vec<String>, Vec<Vec<String>>) {
 fn column<'a>(header: &[String], rows: &'a [Vec<String>], name: &str) -> Vec<&'a str> {
     let i = header.iter().position(|h| h == name).unwrap_or_else(|| panic!("results.csv has no {name} column: {header:?}"));
     rows.iter().map(|r| r[i].as_str()).collect()
-}
-
-fn assert_one_line_error(o: &Output, needle: &str) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "expected one line, got: {err}");
-    assert!(err.starts_with("error: ") && err.contains(needle), "expected {needle:?} in: {err}");
 }
 
 #[test]

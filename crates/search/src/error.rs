@@ -23,3 +23,9 @@ impl SearchError {
 }
 
 pub type Result<T> = std::result::Result<T, SearchError>;
+
+/// A message on one line: its lines trimmed, the empty ones dropped, joined by spaces (what a
+/// result file's `error` and the CLI's `error:` line hold).
+pub fn one_line(s: &str) -> String {
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
-use crate::error::{Result, SearchError};
+use crate::error::{Result, SearchError, one_line};
 use crate::slurm::SlurmConfig;
 use crate::space::{EdgeSpec, ParamSpec, Space, set_path};
 use crate::strategy::{EvolutionConfig, Strategy, StrategyKind, TpeConfig};
@@ -183,10 +183,6 @@ fn merge(base: &mut Table, set: &Table) -> std::result::Result<(), String> {
 /// A TOML value, or the raw text as a string (so `--set strategy=tpe` needs no quotes).
 fn parse_value(raw: &str) -> Value {
     toml::from_str::<Table>(&format!("v = {raw}")).ok().and_then(|mut t| t.remove("v")).unwrap_or_else(|| Value::String(raw.to_string()))
-}
-
-fn one_line(s: &str) -> String {
-    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub mod space;
 pub mod strategy;
 
 pub use driver::{DriverOptions, SearchObserver, TrialRecord};
-pub use error::{Result, SearchError};
+pub use error::{Result, SearchError, one_line};
 pub use executor::{TrialExecutor, TrialJob, TrialProgram};
 pub use file::Search;
 pub use result::{TrialResult, TrialStatus};

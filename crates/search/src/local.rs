@@ -32,9 +32,9 @@ impl Slot {
         if workers == 0 {
             return Err("--workers must be at least 1".into());
         }
+        let threads = (cores / workers).max(1);
         let gpus: Vec<&String> = devices.iter().filter(|d| d.as_str() != "cpu").collect();
         if gpus.is_empty() {
-            let threads = (cores / workers).max(1);
             return Ok(vec![Slot { device: "cpu".into(), threads }; workers]);
         }
         if workers > gpus.len() {
@@ -46,7 +46,6 @@ impl Slot {
                 gpus.len()
             ));
         }
-        let threads = (cores / workers).max(1);
         Ok(gpus.iter().take(workers).map(|d| Slot { device: d.to_string(), threads }).collect())
     }
 }

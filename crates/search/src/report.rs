@@ -36,11 +36,9 @@ fn units_of(t: &TrialRecord) -> Option<usize> {
     t.result.as_ref()?.units
 }
 
-/// `results.csv` as bytes.
-pub fn results_csv(search: &Search, trials: &[TrialRecord]) -> Vec<u8> {
+/// `results.csv` as bytes, with each trial's place on the two fronts.
+fn results_csv(search: &Search, trials: &[TrialRecord], by_params: &[Option<bool>], by_units: &[Option<bool>]) -> Vec<u8> {
     let columns: Vec<String> = search.space.params.iter().map(|p| p.name.clone()).collect();
-    let by_params = fronts(trials, params_of);
-    let by_units = fronts(trials, units_of);
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut header: Vec<String> = ["trial", "status", "validation_accuracy", "test_accuracy", "params", "units", "wall_s", "pareto_params", "pareto_units"].map(String::from).to_vec();
     header.extend(columns.iter().cloned());
@@ -79,10 +77,11 @@ fn value_text(v: &toml::Value) -> String {
 
 /// Writes `results.csv` and, once two trials succeeded, the two figures.
 pub fn write(dir: &Path, search: &Search, trials: &[TrialRecord]) -> Result<()> {
-    write_atomic(&dir.join("results.csv"), &results_csv(search, trials))?;
+    let (by_params, by_units) = (fronts(trials, params_of), fronts(trials, units_of));
+    write_atomic(&dir.join("results.csv"), &results_csv(search, trials, &by_params, &by_units))?;
     for (file, label, size, fronts) in [
-        ("accuracy_vs_params.png", "parameters", params_of as fn(&TrialRecord) -> Option<usize>, fronts(trials, params_of)),
-        ("accuracy_vs_units.png", "units", units_of as fn(&TrialRecord) -> Option<usize>, fronts(trials, units_of)),
+        ("accuracy_vs_params.png", "parameters", params_of as fn(&TrialRecord) -> Option<usize>, by_params),
+        ("accuracy_vs_units.png", "units", units_of as fn(&TrialRecord) -> Option<usize>, by_units),
     ] {
         let points: Vec<ScatterPoint> = trials
             .iter()

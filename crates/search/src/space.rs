@@ -233,12 +233,7 @@ impl Space {
         for p in &params {
             if let Target::Key(key) = &p.target {
                 let mut t = base.clone();
-                let v = match &p.domain {
-                    Domain::Choice(c) => c[0].clone(),
-                    d @ (Domain::Int { .. } | Domain::Float { .. }) => d.from_numeric(d.numeric_range().expect("numeric").0),
-                    Domain::Bool => Value::Boolean(false),
-                };
-                set_path(&mut t, key, v).map_err(|e| format!("param {:?}: {e}", p.name))?;
+                set_path(&mut t, key, p.domain.from_default()).map_err(|e| format!("param {:?}: {e}", p.name))?;
             }
         }
         Ok(Self { params, edge_candidates })
@@ -300,7 +295,8 @@ impl Space {
 }
 
 impl Domain {
-    /// A value used only to detect mismatched assignments in [`Space::apply`].
+    /// A value of the domain (its first choice or lower bound): what checks that a key is
+    /// writable write, and what [`Space::apply`] fills in to detect a mismatched assignment.
     fn from_default(&self) -> Value {
         match self {
             Domain::Choice(c) => c[0].clone(),
