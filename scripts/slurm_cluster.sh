@@ -10,7 +10,10 @@
 # 4. runs configs/searches/tiny.toml with `--executor slurm`: exits 0, results.csv has its 4
 #    trials, each `ok` with a validation accuracy;
 # 5. runs one trial that exceeds a 1-minute Slurm time limit: results.csv shows it `timeout`
-#    (or `failed`) and the search still exits 0.
+#    (or `failed`) and the search still exits 0;
+# 6. runs configs/sweeps/tiny.toml with `plastic sweep --executor slurm` (runs in named
+#    directories, runs/NAME): exits 0, results.csv has its 24 runs, each `ok`, and it prints the
+#    data set it gathered.
 # It stops the daemons it started when it exits, however it exits. Where it cannot start a
 # cluster (not root, no apt-get, a daemon that does not come up) it says why and exits 1: it never
 # passes without having run the searches on Slurm.
@@ -298,6 +301,26 @@ echo "$rows" | sed 's/^/    /'
 status=$(echo "$rows" | cut -f 2)
 [ "$status" = timeout ] || [ "$status" = failed ] || fail "the trial past its time limit has status '$status' in $csv, expected timeout"
 say "time limit: the trial came out '$status' after $((SECONDS - t0)) s"
+
+# ---- 6. the tiny sweep on Slurm ---------------------------------------------------------------
+sweep_config=configs/sweeps/tiny.toml
+[ -f "$sweep_config" ] || fail "$sweep_config is missing"
+out3="$work/sweep-tiny"
+say "running $sweep_config on Slurm"
+t0=$SECONDS
+rc=0
+"$plastic" sweep --config "$sweep_config" --executor slurm --out "$out3" >"$work/sweep-tiny.out" 2>"$work/sweep-tiny.log" || rc=$?
+[ $rc = 0 ] || { tail -n 30 "$work/sweep-tiny.log" >&2; fail "plastic sweep --executor slurm exited with $rc (log above, $work/sweep-tiny.log)"; }
+csv="$out3/tiny/results.csv"
+[ -f "$csv" ] || fail "the sweep wrote no $csv"
+# The status column, found by its header; the cells before it (run names, axis values) hold no commas.
+statuses=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "status") s = i; next } $0 != "" { print $1 "\t" $s }' "$csv")
+[ "$(echo "$statuses" | grep -c .)" = 24 ] || fail "$csv has $(echo "$statuses" | grep -c .) runs, expected 24"
+bad=$(echo "$statuses" | awk -F '\t' '$2 != "ok"' || true)
+[ -z "$bad" ] || fail "runs not ok in $csv: $bad"
+dataset=$(cat "$work/sweep-tiny.out")
+{ [ "$dataset" = "$out3/tiny/dataset.npz" ] && [ -s "$dataset" ]; } || fail "the sweep printed '$dataset', not its data set $out3/tiny/dataset.npz"
+say "tiny sweep: 24 runs ok, $(tail -n 2 "$work/sweep-tiny.log" | grep -o '[0-9]* samples' || echo '? samples') in $dataset, in $((SECONDS - t0)) s"
 
 rm -rf "$work"
 say "passed in $((SECONDS - started)) s"

@@ -1,7 +1,9 @@
 //! `plastic`: the command-line front end. It parses arguments, loads configs and calls the
 //! library crates; all logic lives in `plastic-train` and the crates below it.
 
+mod identify;
 mod search;
+mod sweep;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -114,7 +116,7 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         warmup: usize,
     },
-    /// Draw loss, accuracy and alignment angles over training as PNG files (runs/<name>/plots/).
+    /// Draw loss, accuracy and alignment angles over training, and the observables' trajectories, as PNG files (runs/<name>/plots/).
     Plot {
         #[arg(long)]
         run: PathBuf,
@@ -146,6 +148,46 @@ enum Command {
         #[arg(long)]
         resume: bool,
     },
+    /// Sweep a grid of run configs (rules × optimisers × architectures × data sets × seeds …):
+    /// runs the missing runs locally or on Slurm, then gathers their observables into
+    /// sweeps/<name>/dataset.npz and meta.csv for `plastic identify`; prints the data set's path.
+    Sweep {
+        /// Sweep file (TOML), e.g. configs/sweeps/tiny.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Override a sweep-file key (`run_timeout_s=600`, `slurm.time=00:30:00`) or, with
+        /// `base.`, a run-config key of every run (`base.train.steps=100`). Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// local (child processes) or slurm (job arrays through sbatch).
+        #[arg(long, default_value = "local")]
+        executor: String,
+        /// Runs at a time (local: default 1, the CPU's threads split among them; slurm: the
+        /// array size, default 16).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Local runs: cpu, wgpu (one GPU per worker), auto, or a list such as wgpu:0,wgpu:2.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Parent folder of sweep directories.
+        #[arg(long, default_value = "sweeps")]
+        out: PathBuf,
+        /// Continue the sweep in <out>/<name>: finished runs are kept, half-finished ones
+        /// continue from their checkpoints.
+        #[arg(long)]
+        resume: bool,
+        /// Run a changed sweep file in <out>/<name>: runs whose config is unchanged keep their
+        /// results, the others run again.
+        #[arg(long)]
+        force: bool,
+        /// Check the sweep file and every run's config and list the runs; run nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Identify the learning rule (or optimiser) from the observables of a data set (a sweep's
+    /// dataset.npz): random forest, linear SVM and 1-D conv net under nested cross-validation;
+    /// writes identify.json, splits.json and confusion matrices into the data set's folder.
+    Identify(identify::IdentifyArgs),
     /// Run one trial of a search: trains DIR/config.toml into DIR/run, writes DIR/result.json.
     Trial {
         #[arg(long)]
@@ -286,10 +328,27 @@ fn run(cli: Cli) -> Result<(), Failure> {
             for file in plastic_plot::plot_run(&run).map_err(|e| TrainError::Run(e.to_string()))? {
                 println!("{}", file.display());
             }
+            // The observables' trajectories, where the run recorded them.
+            if run.join(plastic_observe::files::NPZ_FILE).exists() {
+                for file in plastic_observe::plot::plot_observables(&run).map_err(|e| TrainError::Run(e.to_string()))? {
+                    println!("{}", file.display());
+                }
+            }
             Ok(())
         }
         Command::Search { config, set, executor, workers, device, out, resume } => {
             search::run_search(search::SearchArgs { config, set, executor, workers, device, out, resume })?;
+            Ok(())
+        }
+        Command::Sweep { config, set, executor, workers, device, out, resume, force, dry_run } => {
+            if dry_run {
+                let runs = sweep::check_sweep(&config, &set)?;
+                runs.iter().for_each(|r| println!("{r}"));
+                eprintln!("{}: {} runs, every config valid", config.display(), runs.len());
+                return Ok(());
+            }
+            let dataset = sweep::run_sweep(sweep::SweepArgs { config, set, executor, workers, device, out, resume, force })?;
+            println!("{}", dataset.display());
             Ok(())
         }
         Command::Trial { dir, device, threads } => {
@@ -303,6 +362,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 plastic_search::TrialStatus::Diverged => Err(TrainError::Diverged { step: 0, message: r.error.unwrap_or_default() }.into()),
                 _ => Err(TrainError::Run(r.error.unwrap_or_default()).into()),
             }
+        }
+        Command::Identify(args) => {
+            identify::run(args)?;
+            Ok(())
         }
         Command::Inspect { config } => {
             let config = load_config(&config)?;

@@ -1,12 +1,13 @@
 //! `plastic trial` and `plastic search`: glue between `plastic-search` (which knows nothing of
-//! training) and `plastic-train`.
+//! training) and `plastic-train`. `plastic sweep` (`crate::sweep`) shares the executors' set-up
+//! ([`build_executor`]) and the run-config check ([`validate_run_config`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use plastic_search::driver::{self, DriverOptions, SearchObserver, TrialRecord};
 use plastic_search::local::{LocalExecutor, Slot};
-use plastic_search::slurm::SlurmExecutor;
+use plastic_search::slurm::{SlurmConfig, SlurmExecutor};
 use plastic_search::{Search, SearchError, one_line, TrialExecutor, TrialProgram, TrialResult, TrialStatus};
 use plastic_train::device::{DeviceChoice, select};
 use plastic_train::{RunConfig, RunDir, TrainError, TrainOptions};
@@ -124,28 +125,35 @@ impl SearchObserver for Printer {
     }
 }
 
+/// The executor of `--executor` (with `--device`, `--workers`) for the search or sweep in
+/// `dir`, and how often its driver polls it. `time_limit_s` limits each local trial; Slurm
+/// trials get `slurm.time`.
+pub fn build_executor(kind: &str, device: &str, workers: Option<usize>, time_limit_s: Option<f64>, slurm: &SlurmConfig, dir: &Path) -> Result<(Box<dyn TrialExecutor>, Duration), SearchError> {
+    let program = TrialProgram::new(std::env::current_exe().map_err(|e| SearchError::Executor(format!("cannot find the plastic binary: {e}")))?);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match kind {
+        "local" => {
+            let devices = devices(device).map_err(SearchError::Invalid)?;
+            let slots = Slot::plan(workers.unwrap_or(1), &devices, cores).map_err(SearchError::Invalid)?;
+            Ok((Box::new(LocalExecutor::new(program, slots, time_limit_s.map(Duration::from_secs_f64))), Duration::from_millis(200)))
+        }
+        "slurm" => {
+            if device != "cpu" && device != "auto" {
+                return Err(SearchError::Invalid("--executor slurm: trials get their GPUs from Slurm (slurm.gpus_per_trial); leave --device out".into()));
+            }
+            let dir = std::path::absolute(dir).map_err(|e| SearchError::io(dir, e))?;
+            Ok((Box::new(SlurmExecutor::new(slurm.clone(), program, dir, workers.unwrap_or(16))), Duration::from_secs_f64(slurm.poll_s)))
+        }
+        other => Err(SearchError::Invalid(format!("--executor {other:?}: expected local or slurm"))),
+    }
+}
+
 pub fn run_search(args: SearchArgs) -> Result<(), SearchError> {
     driver::install_interrupt_handler();
     let search = Search::load(&args.config, &args.set)?;
     let dir = args.out.join(&search.file.name);
-    let program = TrialProgram::new(std::env::current_exe().map_err(|e| SearchError::Executor(format!("cannot find the plastic binary: {e}")))?);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut executor: Box<dyn TrialExecutor> = match args.executor.as_str() {
-        "local" => {
-            let devices = devices(&args.device).map_err(SearchError::Invalid)?;
-            let slots = Slot::plan(args.workers.unwrap_or(1), &devices, cores).map_err(SearchError::Invalid)?;
-            Box::new(LocalExecutor::new(program, slots, search.file.trial_timeout_s.map(Duration::from_secs_f64)))
-        }
-        "slurm" => {
-            if args.device != "cpu" && args.device != "auto" {
-                return Err(SearchError::Invalid("--executor slurm: trials get their GPUs from Slurm (slurm.gpus_per_trial); leave --device out".into()));
-            }
-            let dir = std::path::absolute(&dir).map_err(|e| SearchError::io(&dir, e))?;
-            Box::new(SlurmExecutor::new(search.file.slurm.clone(), program, dir, args.workers.unwrap_or(16)))
-        }
-        other => return Err(SearchError::Invalid(format!("--executor {other:?}: expected local or slurm"))),
-    };
-    let options = DriverOptions { dir: std::path::absolute(&dir).map_err(|e| SearchError::io(&dir, e))?, resume: args.resume, poll: if args.executor == "slurm" { Duration::from_secs_f64(search.file.slurm.poll_s) } else { Duration::from_millis(200) } };
+    let (mut executor, poll) = build_executor(&args.executor, &args.device, args.workers, search.file.trial_timeout_s, &search.file.slurm, &dir)?;
+    let options = DriverOptions { dir: std::path::absolute(&dir).map_err(|e| SearchError::io(&dir, e))?, resume: args.resume, poll };
     let header = format!(
         "search {:?}: {} trials, {} strategy, {} parameters, {} executor ({} at a time) → {}",
         search.file.name,

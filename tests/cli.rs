@@ -138,6 +138,10 @@ log_every = 7
 eval_every = 13
 checkpoint_every = 11
 true_grad_every = 5
+[observe]
+points = 13
+time_step = 2
+views = [{ unit_fraction = 1.0, noise_std = 0.0 }, { unit_fraction = 0.3, noise_std = 0.5 }]
 [rule]
 kind = "weight_mirror"
 source = "noise"
@@ -147,7 +151,7 @@ mirror_batch = 4
 /// `summary.json` without the fields that measure speed.
 fn summary_without_speed(path: &Path) -> serde_json::Value {
     let mut v = json(path);
-    for key in ["wall_seconds", "images_per_second"] {
+    for key in ["wall_seconds", "images_per_second", "observe_seconds"] {
         v.as_object_mut().unwrap().remove(key);
     }
     v
@@ -200,6 +204,11 @@ fn assert_resume_ends_bitwise(config_text: &str, name: &str, first: usize, total
     assert_eq!(last_line["step"].as_u64(), Some(total as u64));
     assert_eq!(json(&summary)["validation_accuracy"], last_line["val_accuracy"], "{last_line}");
     assert_eq!(json(&summary)["status"], "completed");
+    // The resumed run's observables are the uninterrupted run's, value for value.
+    let observables = |root: &Path, file: &str| std::fs::read(root.join(format!("{name}/{file}"))).unwrap();
+    for file in ["observables.csv", "observables.npz"] {
+        assert!(observables(&whole, file) == observables(&broken, file), "{file} differs after resume");
+    }
 
     // Resuming a finished run leaves its summary as it was.
     let before = std::fs::read(&summary).unwrap();

@@ -15,6 +15,7 @@
 //! assert_eq!(logits.dims(), [2, 10]);
 //! ```
 
+pub mod observe;
 pub mod spec;
 pub mod units;
 pub mod zoo;

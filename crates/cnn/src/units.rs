@@ -47,7 +47,11 @@ impl ConvUnit {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = self.conv.forward(x);
+        self.forward_post(self.conv.forward(x))
+    }
+
+    /// The post-processing steps on the convolution's output `x`.
+    pub fn forward_post(&self, mut x: Tensor<4>) -> Tensor<4> {
         for op in &self.post {
             x = match op {
                 PostOp::BatchNorm => self.norm.as_ref().expect("built with the unit").forward(x),

@@ -37,6 +37,7 @@
 //! ```
 
 pub mod cells;
+pub mod observe;
 pub mod resize;
 
 use burn::module::Module;
@@ -217,6 +218,19 @@ pub struct Unrolled {
     pub layer_outputs: Option<Vec<Vec<Tensor<4>>>>,
 }
 
+/// One layer at one step of an unroll: what it read and what it gave (observables).
+#[derive(Debug, Clone)]
+pub(crate) struct NodeCapture {
+    /// The feed-forward input (with skips concatenated).
+    pub x_in: Tensor<4>,
+    /// The cell state it started the step from.
+    pub state: CellState,
+    /// The long-range feedback inputs, before resizing.
+    pub feedback: Vec<Tensor<4>>,
+    /// Its (pooled) output.
+    pub output: Tensor<4>,
+}
+
 /// Hands out names, rules, seeds and streams to the convolutions of a ConvRNN.
 pub struct LayerFactory<'a> {
     layers: LayerSeeder<'a>,
@@ -389,6 +403,12 @@ impl ConvRnn {
     /// Unrolls over `plan.times` steps. With `record_layers`, keeps every layer's output at
     /// every step (for timing tests, observables and per-step analyses).
     pub fn forward(&self, images: Tensor<4>, record_layers: bool) -> Unrolled {
+        self.unroll(images, record_layers, None)
+    }
+
+    /// The unroll; with `capture = Some((t, out))` every layer's input, state and feedback
+    /// inputs at step `t` (and its output) are pushed to `out` (observables).
+    pub(crate) fn unroll(&self, images: Tensor<4>, record_layers: bool, mut capture: Option<(usize, &mut Vec<NodeCapture>)>) -> Unrolled {
         let [n, ..] = images.dims();
         let device = images.device();
         let zeros = |c: usize, s: [usize; 2]| {
@@ -416,7 +436,14 @@ impl ConvRnn {
                 inputs.extend(w.skips.iter().map(|&s| resize(outputs[s].clone(), w.input_size, self.plan.resize)));
                 let x_in = if inputs.len() == 1 { inputs.pop().unwrap() } else { Tensor::cat(inputs, 1) };
                 let feedback: Vec<Tensor<4>> = w.feedback.iter().map(|&s| outputs[s].clone()).collect();
+                let captured = match &capture {
+                    Some((step, _)) if *step == t => Some((x_in.clone(), states[i].clone(), feedback.clone())),
+                    _ => None,
+                };
                 let (out, state) = layer.step(x_in, &states[i], feedback, self.plan.resize);
+                if let (Some((x_in, state, feedback)), Some((_, sink))) = (captured, capture.as_mut()) {
+                    sink.push(NodeCapture { x_in, state, feedback, output: out.clone() });
+                }
                 states[i] = state;
                 next.push(out);
             }

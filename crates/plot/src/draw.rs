@@ -2,12 +2,17 @@
 //! choice of a legend corner and the atomic write.
 
 use std::error::Error;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use plotters::coord::Shift;
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::PlotError;
 
@@ -138,6 +143,60 @@ pub(crate) fn polyline_samples(points: &[(f64, f64)]) -> impl Iterator<Item = (f
 
 fn lerp(a: (f64, f64), b: (f64, f64), t: f64) -> (f64, f64) {
     (a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1))
+}
+
+/// Width of a side legend panel: room for the longest label (about 8 px a character at the
+/// legend's font size), within bounds that leave the plot most of the image.
+pub(crate) fn side_legend_width(labels: &[&str]) -> u32 {
+    let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) as u32;
+    (50 + 8 * longest).clamp(120, SIZE.0 / 3)
+}
+
+/// A legend beside the plot: one row per label in the series' colour, rows shrinking (with
+/// the font) when there are more labels than fit at full size. For charts with more series
+/// than a box over the lines could hold without hiding them.
+pub(crate) fn draw_side_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, labels: &[&str]) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    const TOP: i32 = 60;
+    let (_, height) = area.dim_in_pixel();
+    let available = (height as i32 - TOP - 10).max(1);
+    let row = (available / labels.len().max(1) as i32).clamp(6, 22);
+    let font_size = (row - 4).clamp(6, 15);
+    let style = TextStyle::from((FAMILY, font_size).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    for (i, label) in labels.iter().enumerate() {
+        let y = TOP + i as i32 * row;
+        area.draw(&PathElement::new(vec![(6, y), (30, y)], color(i).stroke_width(2)))?;
+        area.draw(&Text::new(*label, (36, y), style.clone()))?;
+    }
+    Ok(())
+}
+
+/// A linear f64 axis with the ticks given (plotters' `with_key_points` loses the formatter).
+pub(crate) struct TickedAxis {
+    pub(crate) linear: RangedCoordf64,
+    pub(crate) ticks: Vec<f64>,
+}
+
+impl Ranged for TickedAxis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.linear.map(value, limit)
+    }
+
+    /// The ticks as the bold points; no light (minor) lines.
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() { Vec::new() } else { self.ticks.clone() }
+    }
+
+    fn range(&self) -> Range<f64> {
+        self.linear.range()
+    }
+}
+
+/// Ticks of a linear axis: plotters' own round values.
+pub(crate) fn linear_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    RangedCoordf64::from(lo..hi).key_points(10usize)
 }
 
 /// A tick value without trailing zeros ("200", not "200.0"; "0.25"), at most four decimals,

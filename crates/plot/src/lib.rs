@@ -1,6 +1,8 @@
 //! PNG figures for plastic, from plain data: a run's training curves read back from its
-//! `metrics.jsonl` ([`plot_run`]), and the accuracy-vs-size scatter of a search with its Pareto
-//! front marked ([`pareto_scatter`], [`pareto_front`]).
+//! `metrics.jsonl` ([`plot_run`]), the accuracy-vs-size scatter of a search with its Pareto
+//! front marked ([`pareto_scatter`], [`pareto_front`]), a labelled heat map such as a confusion
+//! matrix ([`heat_map`], [`HeatMap::confusion`]) and a generic multi-series line chart
+//! ([`line_chart`]).
 //!
 //! No burn and no other plastic crate: anything that has numbers can draw them, and building
 //! this crate takes seconds. Every PNG is written to a temporary file and renamed into place, so
@@ -27,9 +29,13 @@
 //! ```
 
 mod draw;
+mod heatmap;
+mod line;
 mod run;
 mod scatter;
 
+pub use heatmap::{HeatMap, heat_map};
+pub use line::{LineChart, NamedSeries, line_chart, line_chart_with_ticks};
 pub use run::plot_run;
 pub use scatter::{ScatterFigure, ScatterPoint, pareto_front, pareto_scatter};
 

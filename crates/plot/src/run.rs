@@ -8,13 +8,11 @@
 use std::error::Error;
 use std::path::{Path, PathBuf};
 
-use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde_json::{Map, Value};
 
 use crate::PlotError;
-use crate::draw::{Corner, FAMILY, SIZE, bounds, color, freest_corner, polyline_samples, register_font, tick_label, write_atomic};
+use crate::draw::{Corner, FAMILY, SIZE, bounds, color, draw_side_legend, freest_corner, polyline_samples, register_font, side_legend_width, tick_label, write_atomic};
 
 /// Charts with more series than this get their legend in a panel beside the plot: a box of a
 /// dozen layer names over the lines would hide the lines.
@@ -188,8 +186,9 @@ fn draw(path: &Path, chart: &Chart) -> Result<(), Box<dyn Error>> {
     root.fill(&WHITE)?;
     let side_legend = chart.series.len() > INSIDE_LEGEND_MAX;
     let plot_area = if side_legend {
-        let (plot, legend) = root.split_horizontally(SIZE.0.saturating_sub(legend_width(&chart.series)));
-        draw_side_legend(&legend, &chart.series)?;
+        let labels: Vec<&str> = chart.series.iter().map(|s| s.label.as_str()).collect();
+        let (plot, legend) = root.split_horizontally(SIZE.0.saturating_sub(side_legend_width(&labels)));
+        draw_side_legend(&legend, &labels)?;
         plot
     } else {
         root.clone()
@@ -236,30 +235,6 @@ fn draw(path: &Path, chart: &Chart) -> Result<(), Box<dyn Error>> {
 /// along each segment are sampled too, so a sparse series crossing a corner counts.
 fn legend_corner(preferred: Corner, series: &[Series], x_range: (f64, f64), y_range: (f64, f64)) -> Corner {
     freest_corner(preferred, series.len(), series.iter().flat_map(|s| polyline_samples(&s.points)), x_range, y_range)
-}
-
-/// Width of the side legend panel: room for the longest label (about 8 px a character at the
-/// legend's font size), within bounds that leave the plot most of the image.
-fn legend_width(series: &[Series]) -> u32 {
-    let longest = series.iter().map(|s| s.label.chars().count()).max().unwrap_or(0) as u32;
-    (50 + 8 * longest).clamp(120, SIZE.0 / 3)
-}
-
-/// The side legend: one row per series, rows shrinking (with the font) when there are more
-/// series than fit at full size.
-fn draw_side_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, series: &[Series]) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    const TOP: i32 = 60;
-    let (_, height) = area.dim_in_pixel();
-    let available = (height as i32 - TOP - 10).max(1);
-    let row = (available / series.len().max(1) as i32).clamp(6, 22);
-    let font_size = (row - 4).clamp(6, 15);
-    let style = TextStyle::from((FAMILY, font_size).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
-    for (i, s) in series.iter().enumerate() {
-        let y = TOP + i as i32 * row;
-        area.draw(&PathElement::new(vec![(6, y), (30, y)], color(i).stroke_width(2)))?;
-        area.draw(&Text::new(s.label.as_str(), (36, y), style.clone()))?;
-    }
-    Ok(())
 }
 
 /// Steps from 0 (training starts there) to a little past the last one logged, so the last

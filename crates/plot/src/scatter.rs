@@ -2,15 +2,12 @@
 //! no other trial beats on both size and accuracy) highlighted and joined by its staircase.
 
 use std::error::Error;
-use std::ops::Range;
 use std::path::Path;
 
-use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
-use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::PlotError;
-use crate::draw::{Corner, FAMILY, SIZE, bounds, color, freest_corner, polyline_samples, register_font, tick_label, write_atomic};
+use crate::draw::{Corner, FAMILY, SIZE, TickedAxis, bounds, color, freest_corner, linear_ticks, polyline_samples, register_font, tick_label, write_atomic};
 
 /// One trial of a [`ScatterFigure`].
 #[derive(Debug, Clone, PartialEq)]
@@ -145,30 +142,6 @@ fn draw(path: &Path, figure: &ScatterFigure, points: &[&ScatterPoint]) -> Result
     Ok(())
 }
 
-/// A linear f64 axis with the ticks given (plotters' `with_key_points` loses the formatter).
-struct TickedAxis {
-    linear: RangedCoordf64,
-    ticks: Vec<f64>,
-}
-
-impl Ranged for TickedAxis {
-    type FormatOption = DefaultFormatting;
-    type ValueType = f64;
-
-    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
-        self.linear.map(value, limit)
-    }
-
-    /// The ticks as the bold points; no light (minor) lines.
-    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
-        if hint.weight().allow_light_points() { Vec::new() } else { self.ticks.clone() }
-    }
-
-    fn range(&self) -> Range<f64> {
-        self.linear.range()
-    }
-}
-
 /// The front's staircase through `front` (sorted by x): from each point level to the next
 /// point's x, then up to it, so the line at any x is the best score reached at that cost.
 fn staircase(front: &[(f64, f64)]) -> Vec<(f64, f64)> {
@@ -195,11 +168,6 @@ fn padded((lo, hi): (f64, f64), log: bool) -> (f64, f64) {
         1.0
     };
     (lo - pad, hi + pad)
-}
-
-/// Ticks of a linear axis: plotters' own round values.
-fn linear_ticks(lo: f64, hi: f64) -> Vec<f64> {
-    RangedCoordf64::from(lo..hi).key_points(10usize)
 }
 
 /// Ticks of a log axis whose range is `lo..hi` in decades (log10 units): the powers of ten in

@@ -28,6 +28,7 @@ pub mod layer;
 pub mod linear;
 pub mod nonlinearity;
 pub mod ops;
+pub mod probe;
 pub mod rule;
 pub mod seeder;
 pub mod source;
@@ -41,5 +42,6 @@ pub use layer::{FeedbackLayer, FeedbackNetwork, LayerSummary, MirrorSettings, We
 pub use linear::{FeedbackLinear, FeedbackLinearConfig};
 pub use seeder::{LayerSeeder, SeedPurpose, derive_seed, indexed_seed, splitmix64};
 pub use nonlinearity::Activation;
+pub use probe::{LayerObservation, ObservedNetwork, OutputMask};
 pub use rule::{CoefficientScale, FeedbackOptimizer, LayerPosition, LayerRule, MirrorSource, RuleConfig, RuleKind, RuleOverride, SignVariant};
 pub use tap::{LayerTap, TapRequest};

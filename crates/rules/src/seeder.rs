@@ -80,6 +80,10 @@ pub enum SeedPurpose {
     Magnitudes,
     /// Weight mirror's white noise (per mirror step).
     MirrorNoise,
+    /// The observables' fixed probe batch (which validation images).
+    ProbeBatch,
+    /// The observables' realism manipulations: measurement noise and unit subsets.
+    Observation,
 }
 
 impl SeedPurpose {
@@ -93,6 +97,8 @@ impl SeedPurpose {
             SeedPurpose::Dropout => b"dropout\0",
             SeedPurpose::Magnitudes => b"magnitud",
             SeedPurpose::MirrorNoise => b"mirror\0\0",
+            SeedPurpose::ProbeBatch => b"probe\0\0\0",
+            SeedPurpose::Observation => b"observe\0",
         };
         splitmix64(u64::from_le_bytes(*name))
     }
@@ -122,7 +128,7 @@ pub const fn indexed_seed(seed: u64, index: u64) -> u64 {
 mod tests {
     use super::*;
 
-    const ALL: [SeedPurpose; 7] = [
+    const ALL: [SeedPurpose; 9] = [
         SeedPurpose::Weights,
         SeedPurpose::Feedback,
         SeedPurpose::BatchOrder,
@@ -130,6 +136,8 @@ mod tests {
         SeedPurpose::Dropout,
         SeedPurpose::Magnitudes,
         SeedPurpose::MirrorNoise,
+        SeedPurpose::ProbeBatch,
+        SeedPurpose::Observation,
     ];
 
     #[test]

@@ -13,11 +13,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::control;
 use crate::error::{Result, SearchError};
 use crate::executor::{TrialExecutor, TrialJob};
 use crate::file::Search;
@@ -26,22 +26,7 @@ use crate::result::{TrialResult, TrialStatus, write_atomic};
 use crate::space::Assignment;
 use crate::strategy::Observation;
 
-/// Set by SIGINT / SIGTERM once [`install_interrupt_handler`] ran; the loop then stops its
-/// trials, saves its state and returns [`SearchError::Interrupted`].
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Turns Ctrl-C and SIGTERM into a clean stop of the search (trials stopped, state saved).
-pub fn install_interrupt_handler() {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
-}
+pub use crate::control::install_interrupt_handler;
 
 /// One trial in `state.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,20 +78,6 @@ pub fn trial_dir(dir: &Path, trial: usize) -> PathBuf {
     dir.join("trials").join(format!("{trial:04}"))
 }
 
-/// Holds the directory's lock for as long as it lives.
-struct DirLock(#[allow(dead_code)] std::fs::File);
-
-fn lock_dir(dir: &Path) -> Result<DirLock> {
-    use std::os::fd::AsRawFd;
-    let path = dir.join(".lock");
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| SearchError::io(&path, e))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(SearchError::Invalid(format!("{}: another search driver is running in this directory", dir.display())));
-    }
-    Ok(DirLock(f))
-}
-
 /// Checks before any trial runs that the space yields valid run configs: `samples` random
 /// trials are built and each is handed to `validate` (the run config's own checks).
 pub fn check_space(search: &Search, samples: usize, validate: &dyn Fn(&str) -> std::result::Result<(), String>) -> Result<()> {
@@ -138,7 +109,7 @@ pub fn run(search: &Search, executor: &mut dyn TrialExecutor, options: &DriverOp
         return Err(SearchError::Invalid(format!("{} already holds a search: pass --resume to continue it, or choose another --out", dir.display())));
     }
     std::fs::create_dir_all(dir).map_err(|e| SearchError::io(dir, e))?;
-    let _lock = lock_dir(dir)?;
+    let _lock = control::lock_dir(dir, "search")?;
     let fingerprint = search.fingerprint();
     let mut state = if exists {
         let saved = std::fs::read_to_string(&search_path).map_err(|e| SearchError::io(&search_path, e))?;
@@ -184,7 +155,7 @@ pub fn run(search: &Search, executor: &mut dyn TrialExecutor, options: &DriverOp
     let total = search.file.trials.max(state.trials.len());
     let mut last_report = Instant::now();
     loop {
-        if INTERRUPTED.load(Ordering::SeqCst) {
+        if control::interrupted() {
             observer.message("interrupted: stopping the running trials");
             executor.cancel_all();
             state.executor_state = serde_json::Value::Null;

@@ -1,6 +1,6 @@
 use std::path::Path;
 
-/// Everything a search can fail with; each message is one line for the CLI.
+/// Everything a search or a sweep can fail with; each message is one line for the CLI.
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
     /// The search file or a sampled trial config is wrong.
@@ -12,7 +12,7 @@ pub enum SearchError {
     #[error("{0}")]
     Executor(String),
     /// The driver was interrupted (Ctrl-C / SIGTERM); its state is saved and it can resume.
-    #[error("interrupted; the search's state is saved: rerun the same command with --resume to continue")]
+    #[error("interrupted; the driver's state is saved: rerun the same command with --resume to continue")]
     Interrupted,
 }
 

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use crate::error::Result;
 use crate::result::TrialResult;
 
-/// One trial to run: its number and its directory, which holds its `config.toml`.
+/// One trial to run: its number and its directory, which holds its `config.toml` (a search's
+/// `trials/NNNN`, a sweep's `runs/NAME`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrialJob {
     pub trial: usize,
@@ -26,6 +27,12 @@ impl TrialJob {
     /// The trial process's stdout and stderr.
     pub fn log(&self) -> PathBuf {
         self.dir.join("trial.log")
+    }
+    /// The trial's result file, reported under this job's number: `plastic trial` reads the
+    /// number off a search's `trials/NNNN` directory, but a sweep's run directories are named,
+    /// not numbered.
+    pub fn read_result(&self) -> Result<Option<TrialResult>> {
+        Ok(TrialResult::read(&self.result())?.map(|r| TrialResult { trial: self.trial, ..r }))
     }
 }
 

@@ -94,33 +94,13 @@ impl Search {
 
     /// Parses a search file's text; a relative `base` path is read from `dir`.
     pub fn parse(text: &str, dir: &Path, overrides: &[String]) -> std::result::Result<Self, String> {
-        let mut table: Table = text.parse().map_err(|e: toml::de::Error| one_line(&e.to_string()))?;
-        for spec in overrides {
-            let (key, raw) = spec.split_once('=').ok_or_else(|| format!("--set {spec:?}: expected key=value"))?;
-            let (key, value) = (key.trim(), parse_value(raw.trim()));
-            match key.strip_prefix("base.") {
-                Some(k) => {
-                    let set = table.entry("set").or_insert_with(|| Value::Table(Table::new()));
-                    set.as_table_mut().ok_or("`set` is not a table")?.insert(k.to_string(), value);
-                }
-                None => set_path(&mut table, key, value).map_err(|e| format!("--set {key}: {e}"))?,
-            }
-        }
-        let file: SearchFile = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
-            let path = e.path().to_string();
-            format!("{}: {}", if path == "." { "search".into() } else { path }, one_line(&e.inner().to_string()))
-        })?;
-        if file.name.is_empty() || file.name.contains(['/', '\\']) || file.name.starts_with('.') {
-            return Err(format!("name = {:?}: a search name is one folder name", file.name));
-        }
+        let table = parse_with_overrides(text, overrides)?;
+        let file: SearchFile = deserialize(table, "search")?;
+        check_name(&file.name, "search")?;
         if file.trials == 0 {
             return Err("trials must be at least 1".into());
         }
-        if let Some(t) = file.trial_timeout_s
-            && !(t > 0.0 && t.is_finite())
-        {
-            return Err(format!("trial_timeout_s must be > 0, got {t}"));
-        }
+        check_timeout("trial_timeout_s", file.trial_timeout_s)?;
         file.slurm.validate().map_err(|e| format!("slurm: {e}"))?;
         let strategy = match file.strategy {
             StrategyKind::Random => Strategy::Random,
@@ -133,14 +113,7 @@ impl Search {
                 Strategy::Tpe(file.tpe.clone())
             }
         };
-        let mut base = match &file.base {
-            Base::Inline(t) => t.clone(),
-            Base::Path(p) => {
-                let path = resolve(dir, p);
-                let text = std::fs::read_to_string(&path).map_err(|e| format!("base = {p:?}: cannot read {}: {e}", path.display()))?;
-                text.parse().map_err(|e: toml::de::Error| format!("base = {p:?}: {}", one_line(&e.to_string())))?
-            }
-        };
+        let mut base = file.base.table(dir)?;
         merge(&mut base, &file.set).map_err(|e| format!("set: {e}"))?;
         let space = Space::new(&file.param, file.edges.as_ref(), &base)?;
         Ok(Self { file, base, space, strategy })
@@ -158,13 +131,71 @@ impl Search {
     }
 }
 
+impl Base {
+    /// The base run config as a table: the inline table, or the file a path names (relative to
+    /// `dir`, the folder of the file that names it).
+    pub fn table(&self, dir: &Path) -> std::result::Result<Table, String> {
+        match self {
+            Base::Inline(t) => Ok(t.clone()),
+            Base::Path(p) => {
+                let path = resolve(dir, p);
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("base = {p:?}: cannot read {}: {e}", path.display()))?;
+                text.parse().map_err(|e: toml::de::Error| format!("base = {p:?}: {}", one_line(&e.to_string())))
+            }
+        }
+    }
+}
+
 fn resolve(dir: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() { p.to_path_buf() } else { dir.join(p) }
 }
 
+/// A search or sweep file's text as a table with `--set` overrides applied: `base.KEY=V` adds
+/// KEY to `[set]`, any other key sets a key of the file itself (`trials=4`, `slurm.time=…`).
+pub(crate) fn parse_with_overrides(text: &str, overrides: &[String]) -> std::result::Result<Table, String> {
+    let mut table: Table = text.parse().map_err(|e: toml::de::Error| one_line(&e.to_string()))?;
+    for spec in overrides {
+        let (key, raw) = spec.split_once('=').ok_or_else(|| format!("--set {spec:?}: expected key=value"))?;
+        let (key, value) = (key.trim(), parse_value(raw.trim()));
+        match key.strip_prefix("base.") {
+            Some(k) => {
+                let set = table.entry("set").or_insert_with(|| Value::Table(Table::new()));
+                set.as_table_mut().ok_or("`set` is not a table")?.insert(k.to_string(), value);
+            }
+            None => set_path(&mut table, key, value).map_err(|e| format!("--set {key}: {e}"))?,
+        }
+    }
+    Ok(table)
+}
+
+/// Reads a file's table into its struct; an error names the key path at fault (`what` when it
+/// is the file as a whole).
+pub(crate) fn deserialize<T: serde::de::DeserializeOwned>(table: Table, what: &str) -> std::result::Result<T, String> {
+    serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
+        let path = e.path().to_string();
+        format!("{}: {}", if path == "." { what.into() } else { path }, one_line(&e.inner().to_string()))
+    })
+}
+
+/// A search's or sweep's name is the name of its directory under `--out`.
+pub(crate) fn check_name(name: &str, what: &str) -> std::result::Result<(), String> {
+    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        return Err(format!("name = {name:?}: a {what} name is one folder name"));
+    }
+    Ok(())
+}
+
+/// A local executor's time limit, when given, is a positive number of seconds.
+pub(crate) fn check_timeout(key: &str, t: Option<f64>) -> std::result::Result<(), String> {
+    match t {
+        Some(t) if !(t > 0.0 && t.is_finite()) => Err(format!("{key} must be > 0, got {t}")),
+        _ => Ok(()),
+    }
+}
+
 /// Applies `[set]`: dotted keys are key paths, tables merge into tables, anything else replaces.
-fn merge(base: &mut Table, set: &Table) -> std::result::Result<(), String> {
+pub(crate) fn merge(base: &mut Table, set: &Table) -> std::result::Result<(), String> {
     for (k, v) in set {
         if k.contains('.') {
             set_path(base, k, v.clone())?;

@@ -8,9 +8,14 @@
 //! search's state on disk so a killed search resumes, and [`report`] writes `results.csv`, the
 //! leaderboard and the accuracy-against-size figures with their Pareto fronts.
 //!
+//! A sweep ([`sweep`]) runs every point of a grid over run-config keys instead, through the same
+//! executors, with its own loop ([`sweep::driver`]); both loops take their directory lock and
+//! their interrupt flag from [`control`].
+//!
 //! This crate does not train anything and does not depend on burn: the CLI hands it a
 //! validator for run configs and the path of the `plastic` binary.
 
+pub mod control;
 pub mod driver;
 pub mod error;
 pub mod executor;
@@ -21,9 +26,11 @@ pub mod result;
 pub mod slurm;
 pub mod space;
 pub mod strategy;
+pub mod sweep;
 
 pub use driver::{DriverOptions, SearchObserver, TrialRecord};
 pub use error::{Result, SearchError, one_line};
 pub use executor::{TrialExecutor, TrialJob, TrialProgram};
 pub use file::Search;
+pub use sweep::Sweep;
 pub use result::{TrialResult, TrialStatus};

@@ -146,7 +146,7 @@ impl TrialExecutor for LocalExecutor {
                 r2.write(&r.job.result())?;
                 r2
             } else {
-                match TrialResult::read(&r.job.result())? {
+                match r.job.read_result()? {
                     Some(result) => result,
                     None => {
                         let status = status.expect("exited");

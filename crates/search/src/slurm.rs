@@ -1,8 +1,9 @@
 //! Trials as the tasks of Slurm job arrays. Each [`TrialExecutor::launch`] writes one batch
 //! script, `SEARCH/slurm/array-NNNN.sh`, and submits it with `sbatch`: task *i* of the array
-//! runs the *i*-th trial of the launch as `plastic trial --dir SEARCH/trials/NNNN` (on the GPU
-//! Slurm gave it: `--device wgpu:slurm`, `plastic_train::device::slurm_gpu_index`), and writes that trial's
-//! `result.json` into the search directory, which cluster nodes share with the driver.
+//! runs the *i*-th trial of the launch as `plastic trial --dir SEARCH/trials/NNNN` (a sweep's:
+//! `SWEEP/runs/NAME`; on the GPU Slurm gave it: `--device wgpu:slurm`,
+//! `plastic_train::device::slurm_gpu_index`), and writes that trial's `result.json` into the
+//! search directory, which cluster nodes share with the driver.
 //!
 //! The result file is the truth. The batch script itself records a trial that exits without one
 //! (`failed`, with its exit status and the last line of its log) and one that Slurm stops at its
@@ -462,7 +463,8 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 }
 
 /// The batch script of one array: task *i* runs `jobs[i]`. `search_dir` must be absolute and
-/// each job's directory `search_dir/trials/NNNN`.
+/// each job's directory inside it (`trials/NNNN`, `runs/NAME`), named with letters, digits and
+/// `. _ + -` only, so that the script can carry it unquoted into JSON and Slurm's lines.
 pub fn array_script(config: &SlurmConfig, program: &TrialProgram, search_dir: &Path, jobs: &[TrialJob]) -> Result<String> {
     config.validate().map_err(|e| SearchError::Invalid(format!("slurm: {e}")))?;
     if jobs.is_empty() {
@@ -477,14 +479,24 @@ pub fn array_script(config: &SlurmConfig, program: &TrialProgram, search_dir: &P
         return Err(SearchError::Invalid(format!("{search}: a search directory for Slurm must not hold spaces, quotes, backslashes or %, which #SBATCH lines cannot carry")));
     }
     let mut seen = BTreeSet::new();
+    let mut dirs = Vec::new();
     for job in jobs {
-        let expected = search_dir.join("trials").join(format!("{:04}", job.trial));
-        if absolute(&job.dir)? != expected {
-            return Err(SearchError::Executor(format!("trial {}'s directory is {}, not {}: the batch script finds trials by their number", job.trial, job.dir.display(), expected.display())));
-        }
+        let dir = absolute(&job.dir)?;
+        let relative = dir.strip_prefix(search_dir).ok().and_then(Path::to_str).filter(|r| {
+            !r.is_empty() && r.split('/').all(|c| !c.is_empty() && c != "." && c != "..") && r.chars().all(|c| c.is_ascii_alphanumeric() || "._+-/".contains(c))
+        });
+        let Some(relative) = relative else {
+            return Err(SearchError::Executor(format!(
+                "trial {}'s directory {} is not a plainly named folder inside {}: the batch script finds trials by their path in the search directory",
+                job.trial,
+                job.dir.display(),
+                search_dir.display()
+            )));
+        };
         if !seen.insert(job.trial) {
             return Err(SearchError::Executor(format!("trial {} is twice in one launch", job.trial)));
         }
+        dirs.push(relative.to_string());
     }
     // A program named by path runs from any directory; a bare name is looked up on the node's PATH.
     let program = if program.program.components().count() > 1 { absolute(&program.program)? } else { program.program.clone() };
@@ -532,11 +544,12 @@ search={search_sh}
 search_json={search_json}   # the same, escaped for a JSON string
 program={program_sh}
 trials=({trials})
+dirs=({dirs})   # each trial's directory in the search directory
 limit_s={limit_s}   # --time in seconds (0: none)
 
 trial=${{trials[$SLURM_ARRAY_TASK_ID]}}
-dir=$(printf '%s/trials/%04d' "$search" "$trial")
-dir_json=$(printf '%s/trials/%04d' "$search_json" "$trial")
+dir="$search/${{dirs[$SLURM_ARRAY_TASK_ID]}}"
+dir_json="$search_json/${{dirs[$SLURM_ARRAY_TASK_ID]}}"
 result="$dir/result.json"
 log="$dir/trial.log"
 echo "trial $trial in $dir: task ${{SLURM_ARRAY_JOB_ID:-?}}_$SLURM_ARRAY_TASK_ID on $(hostname), CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-}}"
@@ -590,6 +603,7 @@ exit $status
         program_sh = sh_quote(&program),
         program_var = "\"$program\"",
         trials = trials.join(" "),
+        dirs = dirs.join(" "),
         time = config.time.trim(),
         device = config.device(),
         threads = config.cpus_per_trial,
@@ -744,7 +758,7 @@ impl TrialExecutor for SlurmExecutor {
 
 /// The trial's result file, if it is there; one that cannot be read is a failed trial.
 fn read_result(job: &TrialJob) -> Option<TrialResult> {
-    match TrialResult::read(&job.result()) {
+    match job.read_result() {
         Ok(r) => r,
         Err(e) => Some(TrialResult::stopped(job.trial, TrialStatus::Failed, format!("unreadable result file: {e}"), None)),
     }
@@ -965,8 +979,10 @@ mod tests {
         let check = Command::new("bash").arg("-n").arg(&path).output().unwrap();
         assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
         // A trial directory elsewhere, a relative search directory or one #SBATCH cannot hold.
-        let wrong = vec![TrialJob { trial: 3, dir: search.join("trials/0004") }];
+        let wrong = vec![TrialJob { trial: 3, dir: std::env::temp_dir().join("elsewhere/trials/0003") }];
         assert!(array_script(&config(), &TrialProgram::new("p"), &search, &wrong).unwrap_err().to_string().contains("not"));
+        let quoted = vec![TrialJob { trial: 3, dir: search.join("runs/it's") }];
+        assert!(array_script(&config(), &TrialProgram::new("p"), &search, &quoted).unwrap_err().to_string().contains("not a plainly named folder"));
         assert!(array_script(&config(), &TrialProgram::new("p"), Path::new("rel"), &jobs(&search, [1])).is_err());
         let spaced = search.join("a b");
         assert!(array_script(&config(), &TrialProgram::new("p"), &spaced, &jobs(&spaced, [1])).unwrap_err().to_string().contains("spaces"));
@@ -1003,6 +1019,39 @@ mod tests {
         let log = std::fs::read_to_string(job.log()).unwrap();
         assert!(log.contains(&format!("args: trial --dir {} --device cpu --threads 2", job.dir.display())), "{log}");
         assert_eq!(TrialResult::read(&job.result()).unwrap().unwrap().validation_accuracy, Some(0.5));
+        let _ = std::fs::remove_dir_all(&search);
+    }
+
+    #[test]
+    fn a_sweeps_named_run_directories_run_and_report_under_their_numbers() {
+        let search = temp_dir("named");
+        let program = search.join("fake-plastic");
+        // The trial writes the number it cannot know (0), as `plastic trial` does in `runs/NAME`.
+        std::fs::write(&program, "#!/bin/bash\necho \"args: $*\"\nprintf '{\"trial\":0,\"status\":\"ok\",\"validation_accuracy\":0.5,\"test_accuracy\":null,\"params\":null,\"units\":null,\"wall_s\":0.1,\"error\":null}' > \"$3/result.json\"\n").unwrap();
+        std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let named: Vec<TrialJob> = ["backprop-adam-seed0", "feedback_alignment-sgd-seed1"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let dir = search.join("runs").join(n);
+                std::fs::create_dir_all(&dir).unwrap();
+                TrialJob { trial: 6 + i, dir }
+            })
+            .collect();
+        let script = array_script(&config(), &TrialProgram::new(&program), &search, &named).unwrap();
+        assert!(script.contains("trials=(6 7)\ndirs=(runs/backprop-adam-seed0 runs/feedback_alignment-sgd-seed1)"), "{script}");
+        let path = search.join("task.sh");
+        std::fs::write(&path, script).unwrap();
+        let status = Command::new("bash").arg(&path).env("SLURM_ARRAY_TASK_ID", "1").stdout(Stdio::null()).status().unwrap();
+        assert!(status.success());
+        assert!(std::fs::read_to_string(named[1].log()).unwrap().contains(&format!("args: trial --dir {} ", named[1].dir.display())));
+        // The executor reports it as trial 7, whatever the file says.
+        let fake = Fake::default();
+        let mut ex = executor(&search, config(), &fake);
+        ex.restore(&serde_json::json!({ "jobs": [{ "id": "11", "cluster": null, "trials": [6, 7] }] }), &named).unwrap();
+        fake.0.lock().unwrap().queue.insert("11".into(), BTreeSet::from([0]));
+        let r = ex.poll().unwrap();
+        assert_eq!(r.iter().map(|r| (r.trial, r.status)).collect::<Vec<_>>(), [(7, TrialStatus::Ok)]);
         let _ = std::fs::remove_dir_all(&search);
     }
 

@@ -7,6 +7,7 @@ use std::path::Path;
 use plastic_cnn::CnnConfig;
 use plastic_convrnn::ConvRnnConfig;
 use plastic_data::DataConfig;
+use plastic_observe::ObserveConfig;
 use plastic_rules::ops::FeedbackGrad;
 use plastic_rules::{FeedbackOptimizer, RuleConfig, RuleKind};
 use serde::{Deserialize, Serialize};
@@ -25,11 +26,21 @@ pub struct RunConfig {
     pub data: DataConfig,
     pub train: TrainConfig,
     pub rule: RuleConfig,
+    /// What is recorded for learning-rule identification (`observables.*`).
+    pub observe: ObserveConfig,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
-        Self { name: "run".into(), seed: 0, model: ModelConfig::default(), data: DataConfig::default(), train: TrainConfig::default(), rule: RuleConfig::default() }
+        Self {
+            name: "run".into(),
+            seed: 0,
+            model: ModelConfig::default(),
+            data: DataConfig::default(),
+            train: TrainConfig::default(),
+            rule: RuleConfig::default(),
+            observe: ObserveConfig::default(),
+        }
     }
 }
 
@@ -296,6 +307,7 @@ impl RunConfig {
         self.data.validate()?;
         self.train.validate()?;
         self.rule.validate()?;
+        self.observe.validate()?;
         check_unread_keys(self)
     }
 

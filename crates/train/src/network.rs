@@ -5,7 +5,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Device, Int, Tensor};
 use plastic_cnn::{Cnn, DirectInput, DirectMode, LayerSummary};
 use plastic_convrnn::ConvRnn;
-use plastic_rules::{FeedbackLayer, FeedbackNetwork, SeedPurpose, derive_seed};
+use plastic_rules::{FeedbackLayer, FeedbackNetwork, ObservedNetwork, SeedPurpose, derive_seed};
 
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
@@ -135,6 +135,22 @@ impl FeedbackNetwork for Network {
         match self {
             Network::Cnn(m) => m.feedback_layers_mut(),
             Network::ConvRnn(m) => m.feedback_layers_mut(),
+        }
+    }
+}
+
+impl ObservedNetwork for Network {
+    fn observed_layers(&self) -> Vec<String> {
+        match self {
+            Network::Cnn(m) => m.observed_layers(),
+            Network::ConvRnn(m) => m.observed_layers(),
+        }
+    }
+
+    fn observe(&self, images: Tensor<4>, time_step: Option<usize>, masks: &mut dyn FnMut(&str, usize) -> Vec<plastic_rules::OutputMask>) -> Vec<plastic_rules::LayerObservation> {
+        match self {
+            Network::Cnn(m) => m.observe(images, time_step, masks),
+            Network::ConvRnn(m) => m.observe(images, time_step, masks),
         }
     }
 }

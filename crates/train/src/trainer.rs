@@ -12,7 +12,8 @@ use std::time::Instant;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 use plastic_data::{LoaderSeeds, Splits, TrainLoader};
-use plastic_rules::{FeedbackNetwork, LayerRule, MirrorSettings, SeedPurpose, TapRequest, derive_seed, indexed_seed, weight_alignment};
+use plastic_observe::recorder::ObservableRecorder;
+use plastic_rules::{FeedbackNetwork, LayerRule, MirrorSettings, ObservedNetwork, SeedPurpose, TapRequest, derive_seed, indexed_seed, weight_alignment};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -78,6 +79,9 @@ pub struct Summary {
     pub test_top5: f64,
     pub wall_seconds: f64,
     pub images_per_second: f64,
+    /// Seconds this session spent recording observables (of `wall_seconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observe_seconds: Option<f64>,
     /// Final per-layer alignment (the first layer's only where its B learns).
     pub alignment: Map<String, Value>,
 }
@@ -386,6 +390,15 @@ pub fn train(config: &RunConfig, splits: &Splits, options: &TrainOptions, observ
         return Ok(summary);
     }
     let mut log = MetricsLog::open(&dir.metrics(), Some(step))?;
+    let mut recorder = config.observe.enabled.then(|| {
+        let seed = config.observe.seed.unwrap_or(config.seed);
+        let probe = probe_batch(config, splits, derive_seed(seed, SeedPurpose::ProbeBatch), &inner);
+        let mut r = ObservableRecorder::new(&config.observe, &config.name, model.observed_layers(), total as u64, derive_seed(seed, SeedPurpose::Observation), probe);
+        if step > 0 {
+            r.resume(&dir.root, step as u64);
+        }
+        r
+    });
     observer.started(&RunInfo {
         name: config.name.clone(),
         dir: dir.root.clone(),
@@ -422,6 +435,10 @@ pub fn train(config: &RunConfig, splits: &Splits, options: &TrainOptions, observ
     let mut stream = loader.stream(step);
     let batch_size = loader.batch_size();
     while step < total {
+        // The observables of the model after `step` updates, where the schedule has a point.
+        if let Some(r) = &mut recorder {
+            record_observables(r, &model, step)?;
+        }
         let batch = stream.next().ok_or_else(|| TrainError::Run("the batch loader stopped".into()))?;
         let is_log = (step + 1) % config.train.log_every == 0 || step + 1 == total;
         let is_true_grad = any_feedback && config.train.true_grad_every > 0 && (step + 1) % config.train.true_grad_every == 0;
@@ -527,6 +544,12 @@ pub fn train(config: &RunConfig, splits: &Splits, options: &TrainOptions, observ
                 rule: config.rule.kind.name().into(),
                 state,
             };
+            // The points recorded so far go with the checkpoint, written before it: whatever
+            // checkpoint a resumed run finds, the points before it are on disk. (The last
+            // step's files are written once the last point is in, below.)
+            if let Some(r) = recorder.as_mut().filter(|_| step < total) {
+                r.checkpoint(&dir.root).map_err(|e| TrainError::Run(format!("writing observables: {e}")))?;
+            }
             checkpoint::save(&dir.checkpoint(step), &model, &optimizer, &meta)?;
             for (s, path) in dir.list_checkpoints().iter().rev().skip(config.train.keep_checkpoints) {
                 if *s != total {
@@ -536,6 +559,12 @@ pub fn train(config: &RunConfig, splits: &Splits, options: &TrainOptions, observ
         }
     }
     drop(stream);
+    if let Some(r) = &mut recorder {
+        if diverged.is_none() {
+            record_observables(r, &model, step)?;
+        }
+        r.write(&dir.root).map_err(|e| TrainError::Run(format!("writing observables: {e}")))?;
+    }
     let wall_seconds = wall_before + started.elapsed().as_secs_f64();
     let mut alignment = last_alignment;
     // The first layer's B never carries an error. Where it learns (KP, WM, IA, SA, AA) its
@@ -566,6 +595,7 @@ pub fn train(config: &RunConfig, splits: &Splits, options: &TrainOptions, observ
         test_top5: f64::NAN,
         wall_seconds,
         images_per_second: (step * batch_size) as f64 / wall_seconds.max(1e-9),
+        observe_seconds: recorder.as_ref().map(|r| r.seconds),
         alignment,
     };
     if let Some(reason) = diverged {
@@ -587,6 +617,29 @@ pub fn train(config: &RunConfig, splits: &Splits, options: &TrainOptions, observ
     write_atomic(&dir.summary(), serde_json::to_string_pretty(&summary).expect("plain data").as_bytes())?;
     observer.finished(&summary);
     Ok(summary)
+}
+
+/// The fixed probe batch of the observables: `observe.probe_batch` images of the validation
+/// split (the test split when there is none), a seeded random subset in split order,
+/// normalised as in evaluation, on the inner device.
+fn probe_batch(config: &RunConfig, splits: &Splits, seed: u64, device: &Device) -> Tensor<4> {
+    let set = if splits.validation.is_empty() { &splits.test } else { &splits.validation };
+    let set = if set.is_empty() { &*splits.train } else { set };
+    // A seeded subset without an RNG: the images with the smallest hashes of their index.
+    let mut order: Vec<usize> = (0..set.len()).collect();
+    order.sort_by_key(|&i| indexed_seed(seed, i as u64));
+    order.truncate(config.observe.probe_batch.min(set.len()));
+    order.sort_unstable();
+    let batch = plastic_data::make_batch(set, &order, &splits.normalization, None);
+    batch_tensors(&batch, device).0
+}
+
+/// Records the observables scheduled at `step`. The observer's backward passes run with every
+/// tap quiet, so they leave no measurement and nothing of the training state behind.
+fn record_observables(recorder: &mut ObservableRecorder, model: &Network, step: usize) -> Result<()> {
+    plastic_rules::probe::with_quiet_taps(model, step as u64, || recorder.record_due(model, step as u64))
+        .map(|_| ())
+        .map_err(|e| TrainError::Run(format!("recording observables at step {step}: {e}")))
 }
 
 /// The run's `summary.json`, if it exists and records a completed run.
@@ -742,6 +795,51 @@ mod tests {
         assert_eq!(crate::network::model_seeds(&other).0, weights);
         assert_ne!(crate::network::model_seeds(&other).1, feedback);
         assert_eq!(crate::network::model_seeds(&other).1, crate::network::model_seeds(&config(99)).1);
+    }
+
+    /// The recorder's probe forwards and Jacobian backwards leave training untouched: the same
+    /// run with and without recording ends with bit-identical weights, B, BatchNorm statistics
+    /// and optimiser state (information alignment: its backward also trains B; a realism view
+    /// with noise and subsampling on top of the exact one).
+    #[test]
+    fn recording_observables_leaves_training_bit_identical() {
+        let out = std::env::temp_dir().join(format!("plastic-observe-identical-{}", std::process::id()));
+        let set = [
+            "model.kind=convnet",
+            "model.channels=[4]",
+            "model.hidden=[8]",
+            "model.batch_norm=true",
+            "rule.kind=information_alignment",
+            "train.steps=12",
+            "train.batch_size=16",
+            "train.log_every=4",
+            "train.eval_every=0",
+            "observe.points=5",
+            "observe.probe_batch=8",
+            "observe.views=[{ unit_fraction = 1.0, noise_std = 0.0 }, { unit_fraction = 0.5, noise_std = 0.1 }]",
+        ]
+        .map(String::from);
+        let base = RunConfig::parse("", &set).unwrap();
+        let splits = plastic_data::open(&base.data).unwrap();
+        let options = TrainOptions { out: out.clone(), device: crate::device::select(crate::device::DeviceChoice::Cpu).unwrap(), resume: false, force: true };
+        let mut tensors = Vec::new();
+        for enabled in [false, true] {
+            let mut c = base.clone();
+            c.name = format!("recording-{enabled}");
+            c.observe.enabled = enabled;
+            train(&c, &splits, &options, &mut Silent).unwrap();
+            let dir = RunDir::new(out.join(&c.name));
+            let bytes = std::fs::read(dir.checkpoint(12)).unwrap();
+            tensors.push(crate::store::from_safetensors(&bytes, &dir.checkpoint(12)).unwrap().0);
+            assert_eq!(dir.root.join("observables.npz").exists(), enabled);
+        }
+        assert!(!tensors[0].is_empty());
+        assert!(tensors[0] == tensors[1], "recording changed the trained model or optimiser state");
+        let observed = plastic_observe::RunObservables::read(&out.join("recording-true")).unwrap();
+        assert_eq!(observed.points.iter().map(|p| p.step).collect::<Vec<_>>(), [0, 3, 6, 9, 12]);
+        assert_eq!(observed.layers, ["conv1", "fc2", "fc3"]);
+        assert!(observed.points.iter().all(|p| p.values.iter().all(|v| v.is_finite())));
+        let _ = std::fs::remove_dir_all(&out);
     }
 
     #[test]

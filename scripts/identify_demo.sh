@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The learning-rule identification demonstration of README ("Identifying the rule"):
+#   1. the sweep configs/sweeps/demo.toml (5 rules × 2 optimisers × 3 architectures × 2 data sets
+#      × 2 batch sizes × 2 seeds = 240 runs, each recording its observables), 2 workers;
+#   2. `plastic identify` on it: every classifier and feature set, the rule as the class;
+#   3. the ConvRNN held out (trained on the two CNNs, tested on the ConvRNN);
+#   4. the realism curves: accuracy per unit fraction and noise level (the sweep records
+#      several views; see the sweep file);
+#   5. scikit-learn on the same splits (needs numpy and scikit-learn in $PYTHON).
+# About an hour on a 2-core CPU. Rerunning continues a cut-off sweep (--resume) and redoes the
+# analyses.
+#
+#   scripts/identify_demo.sh                       # all of it
+#   OUT=/tmp/sweeps PYTHON=.venv/bin/python scripts/identify_demo.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PLASTIC="${PLASTIC:-${CARGO_TARGET_DIR:-target}/release/plastic}"
+PYTHON="${PYTHON:-python3}"
+OUT="${OUT:-sweeps}"
+WORKERS="${WORKERS:-2}"
+DIR="$OUT/demo"
+
+resume=()
+[ -d "$DIR" ] && resume=(--resume)
+time "$PLASTIC" sweep --config configs/sweeps/demo.toml --workers "$WORKERS" --out "$OUT" "${resume[@]}"
+"$PLASTIC" identify --dataset "$DIR"
+"$PLASTIC" identify --dataset "$DIR" --hold-out arch=convrnn --classifiers forest,svm --out "$DIR/held-out-convrnn"
+"$PLASTIC" identify --dataset "$DIR" --classifiers forest --sweep-noise --out "$DIR/realism"
+if "$PYTHON" -c "import numpy, sklearn" 2>/dev/null; then
+    "$PYTHON" scripts/identify_sklearn.py "$DIR"
+else
+    echo "identify_demo: $PYTHON has no numpy / scikit-learn; skipped the scikit-learn comparison" >&2
+fi
