@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What recording the observables costs: whole-run wall time of the quickstart CNN and of the
 # ConvRNN quickstart with recording on (the default: 21 points) and off, in interleaved
-# process pairs (on, off, on, off, …), reporting the median of each side and their ratio.
+# process pairs (on, off, on, off, …), reporting the median of each side and their ratio, and
+# the same for the CPU time the processes used (user + system, steadier on a shared machine).
 # The target is a ratio ≤ 1.03.
 #
 #   scripts/observe_cost.sh                 # both configs, 5 pairs each
@@ -17,16 +18,15 @@ CONFIGS="${CONFIGS:-configs/quickstart.toml configs/convrnn_quickstart.toml}"
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 
-# Whole-process wall seconds of one training run.
+# "wall cpu" seconds of one whole training process (bash's own `time`).
 run() {
-    local config="$1" enabled="$2" start end
-    start=$(date +%s.%N)
-    "$PLASTIC" train --config "$config" --set observe.enabled="$enabled" --set name=cost --out "$OUT" --force >/dev/null 2>&1
-    end=$(date +%s.%N)
-    awk -v a="$start" -v b="$end" 'BEGIN { print b - a }'
+    local config="$1" enabled="$2" TIMEFORMAT='%R %U %S'
+    { time "$PLASTIC" train --config "$config" --set observe.enabled="$enabled" --set name=cost --out "$OUT" --force >/dev/null 2>&1; } 2>&1 | awk '{ print $1, $2 + $3 }'
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 
 for config in $CONFIGS; do
     on=(); off=()
@@ -35,7 +35,10 @@ for config in $CONFIGS; do
         on+=("$(run "$config" true)")
         off+=("$(run "$config" false)")
     done
-    m_on=$(printf '%s\n' "${on[@]}" | median)
-    m_off=$(printf '%s\n' "${off[@]}" | median)
-    printf '%-34s recording on %8.2f s   off %8.2f s   ratio %.3f   (%s pairs)\n' "$config" "$m_on" "$m_off" "$(awk -v a="$m_on" -v b="$m_off" 'BEGIN { print a / b }')" "$PAIRS"
+    wall_on=$(printf '%s\n' "${on[@]}" | cut -d' ' -f1 | median)
+    wall_off=$(printf '%s\n' "${off[@]}" | cut -d' ' -f1 | median)
+    cpu_on=$(printf '%s\n' "${on[@]}" | cut -d' ' -f2 | median)
+    cpu_off=$(printf '%s\n' "${off[@]}" | cut -d' ' -f2 | median)
+    printf '%-34s wall: on %7.2f s  off %7.2f s  ratio %s   cpu: on %7.2f s  off %7.2f s  ratio %s   (%s pairs)\n' \
+        "$config" "$wall_on" "$wall_off" "$(ratio "$wall_on" "$wall_off")" "$cpu_on" "$cpu_off" "$(ratio "$cpu_on" "$cpu_off")" "$PAIRS"
 done

@@ -39,6 +39,10 @@ pub struct IdentifyArgs {
     /// Keep every N-th recording point (applied before --points).
     #[arg(long, value_name = "N")]
     every: Option<usize>,
+    /// Use only the runs whose test accuracy (meta.csv's test_accuracy) reaches this fraction,
+    /// e.g. 0.5: a run that never learned is told apart by that alone.
+    #[arg(long, value_name = "F")]
+    min_test_accuracy: Option<f64>,
     /// Z-score each trajectory feature with the training split's mean and deviation.
     #[arg(long)]
     zscore: bool,
@@ -72,6 +76,7 @@ pub fn run(args: IdentifyArgs) -> Result<(), TrainError> {
         hold_out: args.hold_out.as_deref().map(HoldOut::parse).transpose().map_err(input)?,
         classifiers: args.classifiers.iter().map(|c| ClassifierKind::parse(c.trim())).collect::<Result<_, _>>().map_err(input)?,
         feature_sets: args.features.iter().map(|f| FeatureSet::parse(f.trim())).collect::<Result<_, _>>().map_err(input)?,
+        min_test_accuracy: args.min_test_accuracy,
         splits: args.splits,
         inner_folds: args.inner_folds,
         seed: args.seed,
@@ -89,6 +94,9 @@ pub fn run(args: IdentifyArgs) -> Result<(), TrainError> {
     };
     let report = identify_with(&options, &mut |line| eprintln!("{line}")).map_err(input)?;
     let out = args.out.unwrap_or(args.dataset);
+    if !report.excluded_runs.is_empty() {
+        eprintln!("left out {} runs below the test accuracy {}: {}", report.excluded_runs.len(), args.min_test_accuracy.unwrap_or_default(), report.excluded_runs.join(", "));
+    }
     eprintln!("{} samples, {} classes, chance {:.1} %", report.samples, report.classes.len(), 100.0 * report.chance);
     println!("{}", out.join("identify.json").display());
     Ok(())

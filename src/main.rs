@@ -131,16 +131,8 @@ enum Command {
         /// run-config key of every trial (`base.train.epochs=2`). Repeatable.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
-        /// local (child processes) or slurm (job arrays through sbatch).
-        #[arg(long, default_value = "local")]
-        executor: String,
-        /// Trials at a time (local: default 1; slurm: the array size per generation, default 16).
-        #[arg(long)]
-        workers: Option<usize>,
-        /// Local trials: cpu (threads split among workers), wgpu (one GPU per worker), auto, or a
-        /// list such as wgpu:0,wgpu:2.
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        #[command(flatten)]
+        executor: search::ExecutorArgs,
         /// Parent folder of search directories.
         #[arg(long, default_value = "searches")]
         out: PathBuf,
@@ -159,16 +151,8 @@ enum Command {
         /// `base.`, a run-config key of every run (`base.train.steps=100`). Repeatable.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
-        /// local (child processes) or slurm (job arrays through sbatch).
-        #[arg(long, default_value = "local")]
-        executor: String,
-        /// Runs at a time (local: default 1, the CPU's threads split among them; slurm: the
-        /// array size, default 16).
-        #[arg(long)]
-        workers: Option<usize>,
-        /// Local runs: cpu, wgpu (one GPU per worker), auto, or a list such as wgpu:0,wgpu:2.
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        #[command(flatten)]
+        executor: search::ExecutorArgs,
         /// Parent folder of sweep directories.
         #[arg(long, default_value = "sweeps")]
         out: PathBuf,
@@ -336,18 +320,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Search { config, set, executor, workers, device, out, resume } => {
-            search::run_search(search::SearchArgs { config, set, executor, workers, device, out, resume })?;
+        Command::Search { config, set, executor, out, resume } => {
+            search::run_search(search::SearchArgs { config, set, executor, out, resume })?;
             Ok(())
         }
-        Command::Sweep { config, set, executor, workers, device, out, resume, force, dry_run } => {
+        Command::Sweep { config, set, executor, out, resume, force, dry_run } => {
             if dry_run {
                 let runs = sweep::check_sweep(&config, &set)?;
                 runs.iter().for_each(|r| println!("{r}"));
                 eprintln!("{}: {} runs, every config valid", config.display(), runs.len());
                 return Ok(());
             }
-            let dataset = sweep::run_sweep(sweep::SweepArgs { config, set, executor, workers, device, out, resume, force })?;
+            let dataset = sweep::run_sweep(sweep::SweepArgs { config, set, executor, out, resume, force })?;
             println!("{}", dataset.display());
             Ok(())
         }

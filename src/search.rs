@@ -66,11 +66,25 @@ fn train_trial(dir: &Path, device: DeviceChoice, threads: usize) -> Result<plast
 pub struct SearchArgs {
     pub config: PathBuf,
     pub set: Vec<String>,
-    pub executor: String,
-    pub workers: Option<usize>,
-    pub device: String,
+    pub executor: ExecutorArgs,
     pub out: PathBuf,
     pub resume: bool,
+}
+
+/// Where the trials of `plastic search` and the runs of `plastic sweep` run.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExecutorArgs {
+    /// local (child processes) or slurm (job arrays through sbatch).
+    #[arg(long, default_value = "local")]
+    pub executor: String,
+    /// Trials or runs at a time (local: default 1, the CPU's threads split among them; slurm:
+    /// the array size per submission, default 16).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Local: cpu (threads split among workers), wgpu (one GPU per worker), auto, or a list such
+    /// as wgpu:0,wgpu:2.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// The devices a local search spreads its workers over.
@@ -128,7 +142,8 @@ impl SearchObserver for Printer {
 /// The executor of `--executor` (with `--device`, `--workers`) for the search or sweep in
 /// `dir`, and how often its driver polls it. `time_limit_s` limits each local trial; Slurm
 /// trials get `slurm.time`.
-pub fn build_executor(kind: &str, device: &str, workers: Option<usize>, time_limit_s: Option<f64>, slurm: &SlurmConfig, dir: &Path) -> Result<(Box<dyn TrialExecutor>, Duration), SearchError> {
+pub fn build_executor(args: &ExecutorArgs, time_limit_s: Option<f64>, slurm: &SlurmConfig, dir: &Path) -> Result<(Box<dyn TrialExecutor>, Duration), SearchError> {
+    let (kind, device, workers) = (args.executor.as_str(), args.device.as_str(), args.workers);
     let program = TrialProgram::new(std::env::current_exe().map_err(|e| SearchError::Executor(format!("cannot find the plastic binary: {e}")))?);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     match kind {
@@ -152,7 +167,7 @@ pub fn run_search(args: SearchArgs) -> Result<(), SearchError> {
     driver::install_interrupt_handler();
     let search = Search::load(&args.config, &args.set)?;
     let dir = args.out.join(&search.file.name);
-    let (mut executor, poll) = build_executor(&args.executor, &args.device, args.workers, search.file.trial_timeout_s, &search.file.slurm, &dir)?;
+    let (mut executor, poll) = build_executor(&args.executor, search.file.trial_timeout_s, &search.file.slurm, &dir)?;
     let options = DriverOptions { dir: std::path::absolute(&dir).map_err(|e| SearchError::io(&dir, e))?, resume: args.resume, poll };
     let header = format!(
         "search {:?}: {} trials, {} strategy, {} parameters, {} executor ({} at a time) → {}",

@@ -12,15 +12,13 @@ use plastic_search::sweep::{Run, value_text};
 use plastic_search::{SearchError, Sweep, TrialStatus};
 use plastic_train::RunConfig;
 
-use crate::search::{build_executor, validate_run_config};
+use crate::search::{ExecutorArgs, build_executor, validate_run_config};
 
 /// `plastic sweep` arguments.
 pub struct SweepArgs {
     pub config: PathBuf,
     pub set: Vec<String>,
-    pub executor: String,
-    pub workers: Option<usize>,
-    pub device: String,
+    pub executor: ExecutorArgs,
     pub out: PathBuf,
     pub resume: bool,
     pub force: bool,
@@ -116,7 +114,7 @@ pub fn run_sweep(args: SweepArgs) -> Result<PathBuf, SearchError> {
     plastic_search::control::install_interrupt_handler();
     let sweep = Sweep::load(&args.config, &args.set)?;
     let dir = args.out.join(&sweep.file.name);
-    let (mut executor, poll) = build_executor(&args.executor, &args.device, args.workers, sweep.file.run_timeout_s, &sweep.file.slurm, &dir)?;
+    let (mut executor, poll) = build_executor(&args.executor, sweep.file.run_timeout_s, &sweep.file.slurm, &dir)?;
     let dir = std::path::absolute(&dir).map_err(|e| SearchError::io(&dir, e))?;
     let options = SweepOptions { dir: dir.clone(), resume: args.resume, force: args.force, poll };
     let grid: Vec<String> = sweep.axes.iter().map(|a| format!("{} {}", a.levels.len(), a.name)).collect();
@@ -137,7 +135,11 @@ pub fn run_sweep(args: SweepArgs) -> Result<PathBuf, SearchError> {
         }
         let trial = run_dir(&dir, &run.name);
         let config = RunConfig::load(&trial.join("config.toml"), &[]).map_err(|e| SearchError::Invalid(e.to_string()))?;
-        runs.push(SweepRun { name: run.name.clone(), run_dir: trial.join("run"), meta: run_meta(&sweep, run, &config) });
+        let mut meta = run_meta(&sweep, run, &config);
+        // How well the run learned, so that `identify --min-test-accuracy` can leave out runs
+        // that never did.
+        meta.insert("test_accuracy".into(), rec.result.as_ref().and_then(|r| r.test_accuracy).map_or_else(String::new, |a| a.to_string()));
+        runs.push(SweepRun { name: run.name.clone(), run_dir: trial.join("run"), meta });
     }
     if runs.is_empty() {
         return Err(SearchError::Invalid(format!("no run of the sweep ended ok, so there is no data set (see {})", dir.join("results.csv").display())));

@@ -245,6 +245,9 @@ fn a_sweep_killed_with_sigkill_resumes_without_rerunning_finished_runs_and_gathe
     runs.dedup();
     assert_eq!(runs, [("backprop-digits", "backprop", "adam", "mlp", "digits", "32", "0"), ("feedback_alignment-digits", "feedback_alignment", "adam", "mlp", "digits", "32", "0")]);
     assert!(rows.iter().all(|r| ["early", "middle", "deep"].contains(&r[3])), "{meta}");
+    // How well each run learned, for `identify --min-test-accuracy`.
+    let acc = head.iter().position(|&c| c == "test_accuracy").expect("a test_accuracy column");
+    assert!(rows.iter().all(|r| (0.0..=1.0).contains(&r[acc].parse::<f64>().unwrap())), "{meta}");
     // A second --resume has nothing to run and gathers the same data set again.
     let o = plastic().args(["sweep", "--resume", "--config"]).arg(&file).arg("--out").arg(&out).output().unwrap();
     assert!(o.status.success() && stderr(&o).lines().all(|l| !l.contains("started")), "{}", stderr(&o));

@@ -26,10 +26,10 @@ pub struct Split {
 /// Where the outer splits draw their samples from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pools {
-    /// Train and test from the same samples, disjoint in each split: per class,
+    /// Train and test from the same `samples`, disjoint in each split: per class,
     /// `round(test_fraction · m)` test and the rest of `m` for training, `m` being the smallest
-    /// class's size.
-    Shared { test_fraction: f64 },
+    /// class's size among them.
+    Shared { samples: Vec<usize>, test_fraction: f64 },
     /// Train only from `kept`, test only from `held` (a held-out architecture, data set, …):
     /// per class `round((1 − test_fraction) · m_kept)` for training and `m_held` for testing,
     /// with `m` the smallest class in each pool (classes absent from the held-out samples are
@@ -52,9 +52,8 @@ pub fn outer_splits(y: &[usize], classes: usize, pools: &Pools, count: usize, mi
     };
     let counts = |v: &[Vec<usize>]| v.iter().zip(class_names).map(|(c, n)| format!("{n} {}", c.len())).collect::<Vec<_>>().join(", ");
     let (train_pool, test_pool, n_train, n_test, shared) = match pools {
-        Pools::Shared { test_fraction } => {
-            let all: Vec<usize> = (0..y.len()).collect();
-            let pool = by_class(&all);
+        Pools::Shared { samples, test_fraction } => {
+            let pool = by_class(samples);
             let m = pool.iter().map(Vec::len).min().unwrap_or(0);
             if m < 2 {
                 return Err(IdentifyError::Input(format!("a class has {m} samples; balanced splits need at least 2 per class (samples per class: {})", counts(&pool))));
@@ -317,7 +316,7 @@ mod tests {
     fn outer_splits_are_balanced_disjoint_and_seeded() {
         // Classes of 12, 9 and 10 samples: 9 per class, round(0.25·9) = 2 test, 7 train.
         let y: Vec<usize> = [vec![0; 12], vec![1; 9], vec![2; 10]].concat();
-        let splits = outer_splits(&y, 3, &Pools::Shared { test_fraction: 0.25 }, 10, 5, 7, &names(3)).unwrap();
+        let splits = outer_splits(&y, 3, &Pools::Shared { samples: (0..y.len()).collect(), test_fraction: 0.25 }, 10, 5, 7, &names(3)).unwrap();
         assert_eq!(splits.len(), 10);
         for s in &splits {
             assert_eq!(s.train.len(), 21);
@@ -333,8 +332,8 @@ mod tests {
             assert_eq!(t.len(), s.train.len(), "a sample twice in train");
         }
         assert_ne!(splits[0], splits[1], "splits differ");
-        assert_eq!(splits, outer_splits(&y, 3, &Pools::Shared { test_fraction: 0.25 }, 10, 5, 7, &names(3)).unwrap());
-        assert_ne!(splits, outer_splits(&y, 3, &Pools::Shared { test_fraction: 0.25 }, 10, 5, 8, &names(3)).unwrap());
+        assert_eq!(splits, outer_splits(&y, 3, &Pools::Shared { samples: (0..y.len()).collect(), test_fraction: 0.25 }, 10, 5, 7, &names(3)).unwrap());
+        assert_ne!(splits, outer_splits(&y, 3, &Pools::Shared { samples: (0..y.len()).collect(), test_fraction: 0.25 }, 10, 5, 8, &names(3)).unwrap());
     }
 
     #[test]
@@ -362,10 +361,10 @@ mod tests {
     #[test]
     fn too_small_classes_are_one_line_errors() {
         let y = [0, 0, 0, 1];
-        let e = outer_splits(&y, 2, &Pools::Shared { test_fraction: 0.25 }, 10, 5, 0, &names(2)).unwrap_err().to_string();
+        let e = outer_splits(&y, 2, &Pools::Shared { samples: (0..y.len()).collect(), test_fraction: 0.25 }, 10, 5, 0, &names(2)).unwrap_err().to_string();
         assert!(e.contains("a class has 1 samples") && e.contains("class0 3, class1 1"), "{e}");
         let y: Vec<usize> = (0..16).map(|i| i % 2).collect();
-        let e = outer_splits(&y, 2, &Pools::Shared { test_fraction: 0.25 }, 10, 8, 0, &names(2)).unwrap_err().to_string();
+        let e = outer_splits(&y, 2, &Pools::Shared { samples: (0..y.len()).collect(), test_fraction: 0.25 }, 10, 8, 0, &names(2)).unwrap_err().to_string();
         assert!(e.contains("6 training samples per class") && e.contains("--inner-folds") && !e.contains('\n'), "{e}");
     }
 

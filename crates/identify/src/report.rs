@@ -63,6 +63,12 @@ pub struct IdentifyReport {
     /// rule, optimizer or both.
     pub label: String,
     pub hold_out: Option<HoldOutReport>,
+    /// `--min-test-accuracy`: only runs whose test accuracy reached it were used …
+    #[serde(default)]
+    pub min_test_accuracy: Option<f64>,
+    /// … and these runs were left out.
+    #[serde(default)]
+    pub excluded_runs: Vec<String>,
     pub splits: usize,
     pub inner_folds: usize,
     pub train_per_split: usize,

@@ -82,6 +82,10 @@ pub struct IdentifyOptions {
     pub out: Option<PathBuf>,
     pub label: LabelKind,
     pub hold_out: Option<HoldOut>,
+    /// Use only the samples of runs whose test accuracy (`meta.csv`'s `test_accuracy`) reaches
+    /// this: a run that never learned its task is told apart by that alone, which says nothing
+    /// about its rule.
+    pub min_test_accuracy: Option<f64>,
     pub classifiers: Vec<ClassifierKind>,
     pub feature_sets: Vec<FeatureSet>,
     /// Outer splits.
@@ -115,6 +119,7 @@ impl Default for IdentifyOptions {
             out: None,
             label: LabelKind::Rule,
             hold_out: None,
+            min_test_accuracy: None,
             classifiers: ClassifierKind::ALL.to_vec(),
             feature_sets: FeatureSet::ALL.to_vec(),
             splits: 10,
@@ -152,7 +157,8 @@ pub fn identify_with(o: &IdentifyOptions, progress: &mut dyn FnMut(&str)) -> Res
         return Err(IdentifyError::Input(format!("{}: every sample has {} {:?}; nothing to tell apart", o.dataset.display(), o.label.name(), classes.first().map_or("", String::as_str))));
     }
     let points = select_points(d.p, o.points, o.every)?;
-    let (pools, hold_out) = pools(&d, o)?;
+    let (eligible, excluded_runs) = eligible(&d, o)?;
+    let (pools, hold_out) = pools(&d, o, eligible)?;
     let splits = outer_splits(&y, classes.len(), &pools, o.splits, o.inner_folds, o.seed, &classes)?;
     let tested: std::collections::BTreeSet<usize> = splits[0].test.iter().map(|&i| y[i]).collect();
     let chance = 1.0 / tested.len() as f64;
@@ -230,6 +236,8 @@ pub fn identify_with(o: &IdentifyOptions, progress: &mut dyn FnMut(&str)) -> Res
         classes: classes.clone(),
         label: o.label.name().into(),
         hold_out,
+        min_test_accuracy: o.min_test_accuracy,
+        excluded_runs,
         splits: splits.len(),
         inner_folds: o.inner_folds,
         train_per_split: splits[0].train.len(),
@@ -282,6 +290,9 @@ fn check_options(o: &IdentifyOptions) -> Result<()> {
     if o.epochs == 0 {
         return bad("--epochs 0: expected at least one".into());
     }
+    if let Some(m) = o.min_test_accuracy.filter(|m| !(0.0..=1.0).contains(m)) {
+        return bad(format!("--min-test-accuracy {m}: expected a fraction between 0 and 1"));
+    }
     Ok(())
 }
 
@@ -289,9 +300,36 @@ fn threads(asked: usize) -> usize {
     if asked > 0 { asked } else { std::thread::available_parallelism().map_or(1, |n| n.get()) }
 }
 
-/// The outer splits' pools, and the hold-out's description.
-fn pools(d: &Dataset, o: &IdentifyOptions) -> Result<(Pools, Option<HoldOutReport>)> {
-    let Some(h) = &o.hold_out else { return Ok((Pools::Shared { test_fraction: o.test_fraction }, None)) };
+/// The samples the splits may draw from — with `min_test_accuracy`, those of the runs whose
+/// test accuracy reaches it (a run without one is left out) — and the runs left out.
+fn eligible(d: &Dataset, o: &IdentifyOptions) -> Result<(Vec<usize>, Vec<String>)> {
+    let Some(min) = o.min_test_accuracy else { return Ok(((0..d.n).collect(), Vec::new())) };
+    let Some(col) = d.meta_column("test_accuracy") else {
+        return Err(IdentifyError::Input(format!(
+            "--min-test-accuracy: {}/meta.csv has no test_accuracy column (plastic sweep writes it; `plastic sweep --resume` gathers the data set again)",
+            o.dataset.display()
+        )));
+    };
+    let run = d.meta_column("run");
+    let mut excluded = std::collections::BTreeSet::new();
+    let kept: Vec<usize> = (0..d.n)
+        .filter(|&i| {
+            let ok = d.meta[i][col].parse::<f64>().is_ok_and(|a| a >= min);
+            if !ok {
+                excluded.insert(run.map_or_else(|| format!("sample {i}"), |r| d.meta[i][r].clone()));
+            }
+            ok
+        })
+        .collect();
+    if kept.is_empty() {
+        return Err(IdentifyError::Input(format!("--min-test-accuracy {min}: no run of the data set reaches it")));
+    }
+    Ok((kept, excluded.into_iter().collect()))
+}
+
+/// The outer splits' pools over the `eligible` samples, and the hold-out's description.
+fn pools(d: &Dataset, o: &IdentifyOptions, eligible: Vec<usize>) -> Result<(Pools, Option<HoldOutReport>)> {
+    let Some(h) = &o.hold_out else { return Ok((Pools::Shared { samples: eligible, test_fraction: o.test_fraction }, None)) };
     let columns: Vec<&str> = d.meta_columns.iter().map(String::as_str).filter(|&c| c != "sample").collect();
     let Some(col) = d.meta_column(&h.key).filter(|_| h.key != "sample") else {
         return Err(IdentifyError::Input(format!("--hold-out {}: no such column in meta.csv (columns: {})", h.key, columns.join(", "))));
@@ -302,7 +340,7 @@ fn pools(d: &Dataset, o: &IdentifyOptions) -> Result<(Pools, Option<HoldOutRepor
     if let Some(v) = h.values.iter().find(|v| !available.contains(&v.as_str())) {
         return Err(IdentifyError::Input(format!("--hold-out {}={v}: no sample has it (values of {}: {})", h.key, h.key, available.join(", "))));
     }
-    let (held, kept): (Vec<usize>, Vec<usize>) = (0..d.n).partition(|&i| h.values.contains(&d.meta[i][col]));
+    let (held, kept): (Vec<usize>, Vec<usize>) = eligible.into_iter().partition(|&i| h.values.contains(&d.meta[i][col]));
     if kept.is_empty() {
         return Err(IdentifyError::Input(format!("--hold-out {}={}: every sample has it; nothing is left to train on", h.key, h.values.join(","))));
     }

@@ -100,7 +100,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 fn accuracy<M: Method>(method: &M, grid: &[M::Setting], d: &Dataset, splits: usize) -> (f64, f64) {
     let (classes, y) = LabelKind::Rule.labels(d);
     let names: Vec<String> = classes.clone();
-    let splits = outer_splits(&y, classes.len(), &Pools::Shared { test_fraction: 0.25 }, splits, 5, 1, &names).unwrap();
+    let splits = outer_splits(&y, classes.len(), &Pools::Shared { samples: (0..y.len()).collect(), test_fraction: 0.25 }, splits, 5, 1, &names).unwrap();
     let x = Features::build(d, 0, &(0..d.s).collect::<Vec<_>>(), &(0..d.p).collect::<Vec<_>>());
     let cv = CvOptions { inner_folds: 5, zscore: false, threads: 2, seed: 3 };
     let real = nested_cv(method, grid, &x, &y, classes.len(), &splits, false, &cv).unwrap();
@@ -222,6 +222,34 @@ fn a_held_out_architecture_is_all_the_test_set() {
 }
 
 #[test]
+fn runs_below_the_accuracy_bar_never_enter_a_split() {
+    let dir = temp_dir("min-accuracy");
+    let mut d = synthetic(12, 51);
+    // Every fourth run "never learned": test accuracy 0.1, the others 0.9.
+    d.meta_columns.push("test_accuracy".into());
+    for (i, row) in d.meta.iter_mut().enumerate() {
+        row.push(if (i / 3) % 4 == 1 { "0.1" } else { "0.9" }.into());
+    }
+    d.write(&dir).unwrap();
+    let options = IdentifyOptions { dataset: dir.clone(), classifiers: vec![ClassifierKind::Svm], feature_sets: vec![FeatureSet::All], splits: 3, min_test_accuracy: Some(0.5), ..Default::default() };
+    let report = identify(&options).unwrap();
+    let dead: Vec<String> = (0..12).filter(|r| r % 4 == 1).map(|r| format!("run-{r}")).collect();
+    assert_eq!(report.excluded_runs, dead);
+    assert_eq!(report.min_test_accuracy, Some(0.5));
+    let splits: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("splits.json")).unwrap()).unwrap();
+    for s in splits["splits"].as_array().unwrap() {
+        for part in ["train", "test"] {
+            let used: Vec<usize> = s[part].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+            assert!(!used.is_empty() && used.iter().all(|&i| (i / 3) % 4 != 1), "a left-out run's sample in {part}: {used:?}");
+        }
+    }
+    // Without the bar, the same data set uses them.
+    let report = identify(&IdentifyOptions { min_test_accuracy: None, ..options.clone() }).unwrap();
+    assert!(report.excluded_runs.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn bad_input_is_a_one_line_error() {
     let dir = temp_dir("errors");
     synthetic(4, 41).write(&dir).unwrap();
@@ -245,5 +273,9 @@ fn bad_input_is_a_one_line_error() {
     assert!(e.contains("3 training samples per class") && e.contains("--inner-folds"), "{e}");
     let e = run(&|o| o.points = Some(50));
     assert!(e.contains("--points 50"), "{e}");
+    let e = run(&|o| o.min_test_accuracy = Some(0.5));
+    assert!(e.contains("no test_accuracy column"), "{e}");
+    let e = run(&|o| o.min_test_accuracy = Some(50.0));
+    assert!(e.contains("--min-test-accuracy 50"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -478,6 +478,38 @@ mod tests {
         obs
     }
 
+    /// A ConvRNN node's extra kernels (weights only) travel with the points: written to the npz
+    /// as `X_extra` [E, V, P, S_w] and to the CSV as weight rows under their own names and their
+    /// node's position, and read back as they were.
+    #[test]
+    fn extra_kernels_round_trip_and_appear_in_the_csv() {
+        let dir = temp_dir("extras");
+        let names = StatisticSet::Admissible.names();
+        let views = vec![RealismView::default(), RealismView { unit_fraction: 0.5, noise_std: 0.0 }];
+        let mut obs = RunObservables::new("rnn", &names, vec!["conv1".into(), "conv2".into(), "readout".into()], views);
+        obs.extras = vec![ExtraKernel { name: "conv2.cell.input_cell".into(), layer: 1 }, ExtraKernel { name: "conv2.feedback".into(), layer: 1 }];
+        let sw = obs.weight_keys().len();
+        assert_eq!(sw, 13);
+        for (p, step) in [0u64, 10, 20].into_iter().enumerate() {
+            let values = (0..3 * 2 * 24).map(|i| (100 * p + i) as f64).collect();
+            let extra: Vec<f64> = (0..2 * 2 * sw).map(|i| -((1000 * p + i) as f64)).collect();
+            obs.push_point_with_extras(step, values, extra).unwrap();
+        }
+        assert!(obs.push_point_with_extras(30, vec![0.0; 144], vec![0.0; 3]).is_err(), "a wrong number of extra values is refused");
+        obs.write(&dir).unwrap();
+        let back = RunObservables::read(&dir).unwrap();
+        assert_eq!(back.extras, obs.extras);
+        assert_eq!(back.points, obs.points);
+        // Extra kernel 1 (conv2.feedback), view 1, point 2, weight statistic 4 (weightabs_var):
+        // extra[(e·V + v)·S_w + s] = −(1000·2 + (1·2 + 1)·13 + 4).
+        let want = -((2000 + 3 * 13 + 4) as f64);
+        assert_eq!(back.points[2].extra[3 * 13 + 4], want);
+        let csv = std::fs::read_to_string(dir.join(CSV_FILE)).unwrap();
+        let row = format!("rnn,conv2.feedback,middle,1,0.5,0.0,2,20,weight,abs,var,{want:?}");
+        assert!(csv.lines().any(|l| l == row), "no row {row:?} in the CSV");
+        assert_eq!(csv.lines().filter(|l| l.starts_with("rnn,conv2.cell.input_cell,")).count(), 2 * 3 * 13);
+    }
+
     #[test]
     fn positions_split_layers_in_thirds_with_the_rest_deep() {
         use Position::*;
