@@ -95,7 +95,16 @@ pub fn run(args: IdentifyArgs) -> Result<(), TrainError> {
     let report = identify_with(&options, &mut |line| eprintln!("{line}")).map_err(input)?;
     let out = args.out.unwrap_or(args.dataset);
     if !report.excluded_runs.is_empty() {
-        eprintln!("left out {} runs below the test accuracy {}: {}", report.excluded_runs.len(), args.min_test_accuracy.unwrap_or_default(), report.excluded_runs.join(", "));
+        // A sweep can leave out dozens: name a few, the full list is in identify.json.
+        const SHOWN: usize = 3;
+        let runs = &report.excluded_runs;
+        let more = if runs.len() > SHOWN { format!(", … ({} more)", runs.len() - SHOWN) } else { String::new() };
+        eprintln!(
+            "left out {} runs below the test accuracy {} (all in identify.json's excluded_runs): {}{more}",
+            runs.len(),
+            args.min_test_accuracy.unwrap_or_default(),
+            runs[..runs.len().min(SHOWN)].join(", ")
+        );
     }
     eprintln!("{} samples, {} classes, chance {:.1} %", report.samples, report.classes.len(), 100.0 * report.chance);
     println!("{}", out.join("identify.json").display());

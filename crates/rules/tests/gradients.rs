@@ -58,7 +58,7 @@ fn rules() -> Vec<LayerRule> {
         LayerRule::WeightMirror { alpha: 0.5, beta: 1.0, source: MirrorSource::Data },
         LayerRule::InformationAlignment { alpha: 1.0, beta: 0.5, gamma: 0.5 },
         LayerRule::SymmetricAlignment { alpha: 0.5, beta: 1.0 },
-        LayerRule::ActivationAlignment { alpha: 0.5, beta: 1.0 },
+        LayerRule::ActivationAlignment { alpha: 0.5, beta: 1.0, gamma: 0.0 },
     ]
 }
 
@@ -380,7 +380,7 @@ fn dynamics_symmetric_alignment_reaches_b_equals_w() {
 
 #[test]
 fn dynamics_activation_alignment_aligns_b_with_w() {
-    let (w, b, _) = drive_b(LayerRule::ActivationAlignment { alpha: 0.5, beta: 1.0 }, 300, 0.02);
+    let (w, b, _) = drive_b(LayerRule::ActivationAlignment { alpha: 0.5, beta: 1.0, gamma: 0.0 }, 300, 0.02);
     let a = angle(w, b);
     assert!(a < 5.0, "activation alignment left B at {a:.2}° from W");
 }

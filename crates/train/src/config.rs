@@ -382,6 +382,10 @@ fn check_coefficient_meanings(rule: &RuleConfig) -> std::result::Result<(), Stri
     for (letter, (key, value)) in [("alpha", rule.alpha), ("beta", rule.beta), ("gamma", rule.gamma)].into_iter().enumerate() {
         let Some(value) = value else { continue };
         let readers: Vec<(&str, RuleKind, &str)> = kinds.iter().filter_map(|(at, kind)| coefficient_terms(rule, *kind)[letter].map(|term| (at.as_str(), *kind, term))).collect();
+        if readers.is_empty() {
+            let names: Vec<&str> = kinds.iter().map(|(_, k)| k.name()).collect();
+            return Err(format!("rule.{key} = {value} is not read by {}: none of its local losses has a term for it", names.join(" or ")));
+        }
         if let (Some(first), Some(other)) = (readers.first(), readers.iter().find(|r| r.2 != readers[0].2)) {
             return Err(format!(
                 "rule.{key} = {value} weighs {} under {} ({}) but {} under {} ({}): the run-level coefficients apply to every layer, so give rule.{key} only where the rules agree on its meaning (or leave each rule its default)",
@@ -492,7 +496,7 @@ mod tests {
     }
 
     /// α of weight mirror weighs decay, α of information alignment weighs amp: one run-level α
-    /// cannot mean both. γ is read by information alignment alone, so it may be given.
+    /// cannot mean both. γ is a decay wherever it is read, so it may be given.
     #[test]
     fn run_level_coefficients_must_mean_the_same_for_every_override() {
         let mixed = "[rule]\nkind = \"weight_mirror\"\nsource = \"data\"\noverrides = [{ layers = [\"last\"], kind = \"information_alignment\" }]\n";
@@ -512,7 +516,12 @@ mod tests {
         // Weight mirror on noise learns B outside the local loss: it reads no letter either.
         assert!(RunConfig::parse(&mixed.replace("\"data\"", "\"noise\""), &["rule.alpha=0.2".into()]).is_ok());
         assert_eq!(coefficient_terms(&RuleConfig::default(), RuleKind::InformationAlignment), [Some("amp"), Some("null"), Some("decay")]);
-        assert_eq!(coefficient_terms(&RuleConfig::default(), RuleKind::ActivationAlignment), [Some("sparse"), Some("amp"), None]);
+        assert_eq!(coefficient_terms(&RuleConfig::default(), RuleKind::ActivationAlignment), [Some("sparse"), Some("amp"), Some("decay")]);
+        // A letter no rule of the run reads is refused, not ignored.
+        let err = RunConfig::parse("", &["rule.kind=symmetric_alignment".into(), "rule.gamma=0.1".into()]).unwrap_err().to_string();
+        assert!(err.contains("rule.gamma = 0.1 is not read by symmetric_alignment"), "{err}");
+        assert!(RunConfig::parse("", &["rule.kind=feedback_alignment".into(), "rule.alpha=0.1".into()]).unwrap_err().to_string().contains("rule.alpha"));
+        assert!(RunConfig::parse("", &["rule.kind=activation_alignment".into(), "rule.gamma=0.1".into()]).is_ok());
     }
 
     #[test]
