@@ -209,9 +209,10 @@ pub fn kolen_pollack_decay(config: &RunConfig, total_steps: usize) -> f64 {
 /// step to the learning rate whatever the gradient's size, it random-walks on the batches'
 /// noise (with B's learning rate at 5× W's, ‖B‖ grew to 1.8‖W‖ at 76° from it). The decay
 /// holds those directions near zero while the data term pulls the spanned ones to W: on the
-/// ConvRNN quickstart (AdamW, 585 steps, λ ≈ 4.4) activation alignment went from 92.5 % to
-/// 95 %. The same rule as Kolen–Pollack's automatic decay; on an SGD run (the quickstart CNN,
-/// λ ≈ 0.09) it is a small pull against a data term fifty times stronger.
+/// ConvRNN quickstart (AdamW, 585 steps, λ ≈ 5.0) activation alignment went from 92.5 % to
+/// 96.9 % (95.0 % with λ = 5 exactly: one run's spread). The same rule as Kolen–Pollack's
+/// automatic decay; on an SGD run (the quickstart CNN, λ ≈ 0.1) it is a small pull against a
+/// data term fifty times stronger.
 pub fn activation_alignment_decay(config: &RunConfig, total_steps: usize) -> f64 {
     let lr = config.rule.b_lr.unwrap_or(config.train.lr);
     std::f64::consts::LN_10 / first_half_lr_sum(&config.train, lr, total_steps).max(1e-12)
@@ -773,9 +774,9 @@ mod tests {
             let model = Network::build(&c, [1, 4, 4], 3, &Device::flex()).unwrap();
             (build_optimizer(&c, &model, 585).feedback.weight_decay, activation_alignment_decay(&c, 585))
         };
-        // The ConvRNN quickstart's schedule: Σ_{t<292} η_t ≈ 0.52, λ = ln 10 / that ≈ 4.4.
+        // The ConvRNN quickstart's schedule: Σ_{t<292} η_t ≈ 0.46, λ = ln 10 / that ≈ 4.99.
         let (aa, formula) = optimizer_of(&["rule.kind=activation_alignment"]);
-        assert!((4.0..5.0).contains(&aa), "{aa}");
+        assert!((aa - 4.986).abs() < 0.01, "{aa}");
         assert_eq!(aa, formula);
         let (faster, _) = optimizer_of(&["rule.kind=activation_alignment", "rule.b_lr=0.004"]);
         assert!((faster - aa / 2.0).abs() < 1e-9, "{faster} vs {aa}");
