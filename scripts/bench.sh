@@ -5,7 +5,7 @@
 #   scripts/bench.sh [--device cpu|wgpu|cuda]
 # PLASTIC=path/to/plastic uses a prebuilt binary instead of building one (e.g. on a GPU machine
 # without a Rust toolchain). On a GPU, PyTorch's step time on the same models is measured too
-# when python3 can import torch with CUDA (scripts/torch_bench.py), in the same run.
+# when python3 can import torch with CUDA (scripts/bench_pytorch.py), in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/plastic-target}"
@@ -21,7 +21,7 @@ mkdir -p bench/results
 OUT="bench/results/$DEVICE-$(date +%Y-%m-%d).jsonl"
 : > "$OUT"
 B() { "$PLASTIC" bench --device "$DEVICE" "$@" | tee -a "$OUT"; }
-T() { python3 scripts/torch_bench.py --device cuda "$@" | tee -a "$OUT"; }
+T() { python3 scripts/bench_pytorch.py --device cuda "$@" | tee -a "$OUT"; }
 
 if [ "$DEVICE" = cpu ]; then
     # The zoo at CIFAR size (3×32×32), batch 32, backprop.

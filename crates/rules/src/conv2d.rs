@@ -2,13 +2,12 @@
 
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::init::WeightInit;
 use crate::layer::{FeedbackLayer, MirrorSettings};
-use crate::ops::{BackwardSpec, FeedbackGrad, LocalLoss, feedback_conv2d};
+use crate::ops::{BackwardSpec, FeedbackGrad, LocalLoss, feedback_conv2d, plain_conv2d};
 use crate::rule::LayerRule;
 use crate::source::FeedbackSource;
 use crate::tap::LayerTap;
@@ -115,13 +114,14 @@ impl FeedbackConv2d {
         let weight = self.weight.val();
         let bias = self.bias.as_ref().map(|b| b.val());
         // Without autodiff (evaluation), with backprop, or on an input that carries no gradient
-        // (the image itself) when B does not learn, the op is a plain convolution: no error goes
-        // down through B there, and W's gradient δy ⊛ x is the same under every rule. A layer on
+        // (the image itself) when B does not learn, the op is a plain convolution (on flex still
+        // our own products, `cpu_conv`): no error goes down through B there, and W's gradient
+        // δy ⊛ x is the same under every rule. A layer on
         // the image whose B learns (KP, local losses) still runs the op: its input gradient is
         // never computed, but B gets its rule's update, as in Akrout's and Kunin's code, so its
         // alignment means the same as in every other layer.
         if self.rule.is_plain() || !weight.is_autodiff() || (!x.is_tracked() && !self.rule.trains_feedback()) {
-            return conv2d(x, weight, bias, self.options());
+            return plain_conv2d(x, weight, bias, self.options());
         }
         let feedback = self.feedback_tensor(&weight);
         let spec = BackwardSpec { feedback_grad: self.rule.feedback_grad(), tap: Some(self.tap.clone()) };

@@ -23,6 +23,7 @@
 //! ```
 
 pub mod conv2d;
+pub mod cpu_conv;
 pub mod init;
 pub mod layer;
 pub mod linear;

@@ -22,6 +22,7 @@ use burn::backend::{Autodiff, Backend, Cube, Dispatch, ExtensionType, Flex, Tens
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Shape, Slice, Tensor};
 
+use crate::cpu_conv;
 use crate::tap::LayerTap;
 
 /// Coefficients of the local loss whose gradient trains B (all terms stop-gradient on x and W;
@@ -104,7 +105,14 @@ pub trait FeedbackBackend: Backend {
         spec: BackwardSpec,
     ) -> FloatTensor<Self> {
         let _ = (feedback, spec);
-        Self::conv2d(x, weight, bias.into_option(), options)
+        ConvKind(options).forward::<Self>(x, weight, bias.into_option())
+    }
+
+    /// `conv2d(x, weight, bias)` with backprop's gradients: on flex, [`crate::cpu_conv`]'s
+    /// products forward and backward (this op's node, B = W); elsewhere the backend's own
+    /// convolution and its autodiff.
+    fn plain_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, #[extension_type] bias: MaybeBias<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
+        ConvKind(options).forward::<Self>(x, weight, bias.into_option())
     }
 
     /// `x · weight + bias` with `x: [n, d_in]`, `weight: [d_in, d_out]`.
@@ -169,18 +177,26 @@ trait LayerKind: Debug + Clone + Send + Sync + 'static {
 #[derive(Debug, Clone)]
 struct ConvKind(ConvOptions<2>);
 
+/// On flex, the three convolutions run as [`crate::cpu_conv`]'s matrix products; elsewhere
+/// (and for dtypes other than f32) as the backend's own.
 impl LayerKind for ConvKind {
     fn apply<B: Backend>(&self, x: FloatTensor<B>, kernel: FloatTensor<B>) -> FloatTensor<B> {
-        B::conv2d(x, kernel, None, self.0.clone())
+        cpu_conv::try_forward::<B>(&x, &kernel, None, &self.0).unwrap_or_else(|| B::conv2d(x, kernel, None, self.0.clone()))
     }
     fn apply_transpose<B: Backend>(&self, x: &FloatTensor<B>, kernel: FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B> {
-        B::conv2d_x_backward(x.clone(), kernel, g, self.0.clone())
+        cpu_conv::try_input_grad::<B>(x, &kernel, &g, &self.0).unwrap_or_else(|| B::conv2d_x_backward(x.clone(), kernel, g, self.0.clone()))
     }
     fn correlate<B: Backend>(&self, x: FloatTensor<B>, kernel: &FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B> {
-        B::conv2d_weight_backward(x, kernel.clone(), g, self.0.clone())
+        cpu_conv::try_weight_grad::<B>(&x, kernel, &g, &self.0).unwrap_or_else(|| B::conv2d_weight_backward(x, kernel.clone(), g, self.0.clone()))
+    }
+    fn forward<B: Backend>(&self, x: FloatTensor<B>, kernel: FloatTensor<B>, bias: Option<FloatTensor<B>>) -> FloatTensor<B> {
+        // The bias is the product's starting value on flex, not a second pass.
+        cpu_conv::try_forward::<B>(&x, &kernel, bias.as_ref(), &self.0).unwrap_or_else(|| B::conv2d(x, kernel, bias, self.0.clone()))
     }
     fn correlate_pair<B: Backend>(&self, x: FloatTensor<B>, kernel: &FloatTensor<B>, g_a: FloatTensor<B>, g_b: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
-        if self.0.groups != 1 {
+        if self.0.groups != 1 || cpu_conv::is_flex::<B>(&x) {
+            // Stacking would mix the groups' channels; on flex the patches are rebuilt per
+            // example anyway, and two products skip the concatenations.
             // Stacking would mix the groups' channels.
             return (self.correlate::<B>(x.clone(), kernel, g_a), self.correlate::<B>(x, kernel, g_b));
         }
@@ -448,6 +464,14 @@ impl<B: FeedbackBackend, C: CheckpointStrategy> FeedbackBackend for Autodiff<B, 
         record::<B, C, ConvKind>(ConvKind(options), x, weight, bias.into_option(), feedback, spec)
     }
 
+    fn plain_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: MaybeBias<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
+        if !cpu_conv::is_flex::<B>(&x.clone().into_primitive()) {
+            return <Self as burn::backend::ops::ModuleOps<Self>>::conv2d(x, weight, bias.into_option(), options);
+        }
+        // W is its own feedback: δx = Wᵀδy, and no gradient for "B" (FeedbackGrad::None).
+        record::<B, C, ConvKind>(ConvKind(options), x, weight.clone(), bias.into_option(), weight, BackwardSpec::default())
+    }
+
     fn feedback_linear(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -515,6 +539,11 @@ pub fn feedback_conv2d(
         options,
         spec,
     ))
+}
+
+/// `conv2d(x, weight, bias)` with backprop's gradients, on flex through [`crate::cpu_conv`].
+pub fn plain_conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options: ConvOptions<2>) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FeedbackBackend>::plain_conv2d(x.into_dispatch(), weight.into_dispatch(), dispatch_bias(bias), options))
 }
 
 /// `x · weight + bias` (`weight: [d_in, d_out]`) whose backward uses `feedback` for the input

@@ -35,8 +35,9 @@ pub struct BenchResult {
     pub images_per_second: f64,
     /// Median step time divided by backprop's on the same model, device and process.
     pub ratio_to_backprop: Option<f64>,
-    /// Peak memory of the step, MiB: on the CPU the peak resident set of the whole process
-    /// while the case warms up (every case's model is alive); on a GPU the device pool's bytes
+    /// Peak memory of the step, MiB: on the CPU the growth of the process's peak resident set
+    /// while the case warms up over its resident set before (every case's model is alive
+    /// already; `scripts/bench_pytorch.py` measures PyTorch the same way); on a GPU the device pool's bytes
     /// in use after the forward pass, when activations peak.
     pub peak_memory_mib: Option<f64>,
 }
@@ -87,10 +88,11 @@ impl Case {
     }
 }
 
-/// Peak resident set (VmHWM) of this process, MiB, on Linux.
-fn peak_rss_mib() -> Option<f64> {
+/// A `/proc/self/status` size of this process (`VmHWM`: peak resident set, `VmRSS`: resident
+/// set), MiB, on Linux.
+fn status_mib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
@@ -135,13 +137,14 @@ pub fn bench_rules(config: &RunConfig, rules: &[RuleKind], plan: &BenchPlan, dev
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
     let mut memory: Vec<Option<f64>> = vec![None; kinds.len()];
     for (i, case) in cases.iter_mut().enumerate() {
+        let before = status_mib("VmRSS");
         reset_peak_rss();
         let mut in_use = 0u64;
         for _ in 0..plan.warmup.max(1) {
             in_use = in_use.max(case.step(&device).unwrap_or(0));
         }
         let _ = device.sync();
-        memory[i] = if in_use > 0 { Some(in_use as f64 / (1024.0 * 1024.0)) } else { peak_rss_mib() };
+        memory[i] = if in_use > 0 { Some(in_use as f64 / (1024.0 * 1024.0)) } else { status_mib("VmHWM").zip(before).map(|(peak, before)| (peak - before).max(0.0)) };
     }
     for _ in 0..plan.rounds.max(1) {
         for (i, case) in cases.iter_mut().enumerate() {

@@ -1,0 +1,533 @@
+//! 2-D convolution on the CPU (burn's flex backend) as a few well-shaped matrix products: the
+//! forward, the input gradient and the weight gradient that [`crate::ops`] runs for every
+//! convolution of every model on `Device::flex()`.
+//!
+//! Why not burn's: burn-flex 0.22.1 runs the forward as im2col + gemm over 512-pixel tiles after
+//! a single-threaded NCHW → NHWC copy, and has no backward of its own, so burn's generic ones
+//! run: the input gradient is a transposed convolution with a scalar col2im, and the weight
+//! gradient a convolution with batch and channel axes swapped (for a [32, 64, 32, 32] input and
+//! a 3×3 kernel that is 64 products of 64 × 32768 × 9, each repacking an 8 MB operand). Here,
+//! for each example n and group g, with cols(x_n) the [C_in·kh·kw, H_out·W_out] patch matrix
+//! read straight from NCHW (row (c, i, j) is plane c shifted by the tap (i, j)):
+//!
+//! - forward: y_n = W · cols(x_n) + bias, written in place into y's NCHW layout;
+//! - input gradient: δx_n = col2im(Kᵀ · δy_n) for the kernel K the caller passes (W for
+//!   backprop, B for the feedback rules);
+//! - weight gradient: δW = Σ_n δy_n · cols(x_n)ᵀ.
+//!
+//! A 1×1 kernel with stride 1 and no padding uses x_n itself as its patch matrix. Examples run
+//! in parallel on rayon's pool, each product single-threaded (a batch of one parallelises inside
+//! the product instead); the weight gradient sums the batch in [`WEIGHT_GRAD_CHUNKS`] fixed
+//! chunks in a fixed order, so every result is the same whatever the number of threads.
+
+use burn::backend::tensor::FloatTensor;
+use burn::backend::Backend;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, Shape, TensorData};
+use burn_flex::FlexTensor;
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Batch chunks of the weight gradient: each sums its examples into its own buffer, then the
+/// buffers are added in order. A constant, so the sum's order never depends on the threads.
+pub const WEIGHT_GRAD_CHUNKS: usize = 8;
+
+/// The shape of one convolution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Geometry {
+    pub batch: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: [usize; 2],
+    /// Padding before the first row and column (the end padding only sets the output size).
+    pub pad: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl Geometry {
+    /// The geometry of `conv2d(x, weight)`, or `None` when the shapes do not make one.
+    pub fn new(x: &[usize], weight: &[usize], options: &ConvOptions<2>) -> Option<Self> {
+        let (&[batch, c_in, h, w], &[c_out, c_per_group, kh, kw]) = (x, weight) else {
+            return None;
+        };
+        let groups = options.groups;
+        if groups == 0 || c_in != c_per_group * groups || c_out % groups != 0 {
+            return None;
+        }
+        let out = |size: usize, k: usize, axis: usize| {
+            let (begin, end) = options.padding[axis];
+            let span = options.dilation[axis] * (k - 1) + 1;
+            (size + begin + end).checked_sub(span).map(|s| s / options.stride[axis] + 1)
+        };
+        Some(Self {
+            batch,
+            c_in,
+            h,
+            w,
+            c_out,
+            kh,
+            kw,
+            stride: options.stride,
+            pad: options.padding_begin(),
+            dilation: options.dilation,
+            groups,
+            oh: out(h, kh, 0)?,
+            ow: out(w, kw, 1)?,
+        })
+    }
+
+    fn in_per_group(&self) -> usize {
+        self.c_in / self.groups
+    }
+    fn out_per_group(&self) -> usize {
+        self.c_out / self.groups
+    }
+    /// Rows of a group's patch matrix: C_in/g · kh · kw.
+    fn patch_rows(&self) -> usize {
+        self.in_per_group() * self.kh * self.kw
+    }
+    fn positions(&self) -> usize {
+        self.oh * self.ow
+    }
+    fn plane(&self) -> usize {
+        self.h * self.w
+    }
+    /// Whether x_n is its own patch matrix (1×1, stride 1, no padding).
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pad == [0, 0] && self.oh == self.h && self.ow == self.w
+    }
+    /// The convolution whose forward is this one's input gradient, for stride 1: δy as the
+    /// input, x's size as the output, the kernel flipped with its channel axes swapped
+    /// ([`flipped_transpose`]), padding d·(k − 1) − p. `None` where that padding would be
+    /// negative or the stride is not 1.
+    fn transposed(&self) -> Option<Self> {
+        if self.stride != [1, 1] {
+            return None;
+        }
+        let pad = |axis: usize, k: usize| (self.dilation[axis] * (k - 1)).checked_sub(self.pad[axis]);
+        Some(Self {
+            batch: self.batch,
+            c_in: self.c_out,
+            h: self.oh,
+            w: self.ow,
+            c_out: self.c_in,
+            kh: self.kh,
+            kw: self.kw,
+            stride: [1, 1],
+            pad: [pad(0, self.kh)?, pad(1, self.kw)?],
+            dilation: self.dilation,
+            groups: self.groups,
+            oh: self.h,
+            ow: self.w,
+        })
+    }
+
+    /// For the tap at kernel offset `k` on an axis of input size `size`: the output indices
+    /// whose input index o·stride − pad + k·dilation lies inside, as a range, and that index's
+    /// offset (input = o·stride + offset).
+    fn valid(&self, axis: usize, k: usize, size: usize, out: usize) -> (std::ops::Range<usize>, isize) {
+        let (s, offset) = (self.stride[axis] as isize, (k * self.dilation[axis]) as isize - self.pad[axis] as isize);
+        // o·s + offset ≥ 0  ⇔  o ≥ ⌈−offset / s⌉;  o·s + offset < size  ⇔  o < ⌈(size − offset) / s⌉.
+        let ceil_div = |a: isize, b: isize| (a + b - 1).div_euclid(b);
+        let lo = ceil_div(-offset, s).clamp(0, out as isize) as usize;
+        let hi = ceil_div(size as isize - offset, s).clamp(lo as isize, out as isize) as usize;
+        (lo..hi, offset)
+    }
+}
+
+/// Fills `cols` ([patch_rows, positions]) with the patches of `x` (one example's [C, H, W],
+/// the group's channels starting at `c0`).
+fn im2col(g: &Geometry, x: &[f32], c0: usize, cols: &mut [f32]) {
+    let (plane, positions) = (g.plane(), g.positions());
+    for c in 0..g.in_per_group() {
+        let xc = &x[(c0 + c) * plane..(c0 + c + 1) * plane];
+        for i in 0..g.kh {
+            let (rows, row_offset) = g.valid(0, i, g.h, g.oh);
+            for j in 0..g.kw {
+                let (columns, col_offset) = g.valid(1, j, g.w, g.ow);
+                let dst = &mut cols[((c * g.kh + i) * g.kw + j) * positions..][..positions];
+                for oy in 0..g.oh {
+                    let out_row = &mut dst[oy * g.ow..(oy + 1) * g.ow];
+                    if !rows.contains(&oy) || columns.is_empty() {
+                        out_row.fill(0.0);
+                        continue;
+                    }
+                    let iy = (oy * g.stride[0]) as isize + row_offset;
+                    let src = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    out_row[..columns.start].fill(0.0);
+                    out_row[columns.end..].fill(0.0);
+                    let first = (columns.start * g.stride[1]) as isize + col_offset;
+                    if g.stride[1] == 1 {
+                        out_row[columns.clone()].copy_from_slice(&src[first as usize..first as usize + columns.len()]);
+                    } else {
+                        for (k, v) in out_row[columns.clone()].iter_mut().enumerate() {
+                            *v = src[first as usize + k * g.stride[1]];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the patches in `cols` back into `dx` (one example's [C, H, W], the group's channels
+/// starting at `c0`): the transpose of [`im2col`].
+fn col2im(g: &Geometry, cols: &[f32], c0: usize, dx: &mut [f32]) {
+    let (plane, positions) = (g.plane(), g.positions());
+    for c in 0..g.in_per_group() {
+        let dxc = &mut dx[(c0 + c) * plane..(c0 + c + 1) * plane];
+        for i in 0..g.kh {
+            let (rows, row_offset) = g.valid(0, i, g.h, g.oh);
+            for j in 0..g.kw {
+                let (columns, col_offset) = g.valid(1, j, g.w, g.ow);
+                if columns.is_empty() {
+                    continue;
+                }
+                let src = &cols[((c * g.kh + i) * g.kw + j) * positions..][..positions];
+                for oy in rows.clone() {
+                    let iy = ((oy * g.stride[0]) as isize + row_offset) as usize;
+                    let dst = &mut dxc[iy * g.w..(iy + 1) * g.w];
+                    let from = &src[oy * g.ow + columns.start..oy * g.ow + columns.end];
+                    let first = ((columns.start * g.stride[1]) as isize + col_offset) as usize;
+                    if g.stride[1] == 1 {
+                        for (d, v) in dst[first..first + from.len()].iter_mut().zip(from) {
+                            *d += v;
+                        }
+                    } else {
+                        for (k, v) in from.iter().enumerate() {
+                            dst[first + k * g.stride[1]] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A row-major [rows, cols] matrix view (or its transpose) for `gemm`.
+#[derive(Clone, Copy)]
+struct Mat {
+    ptr: *const f32,
+    /// Strides of (row, column).
+    rs: isize,
+    cs: isize,
+}
+
+impl Mat {
+    fn rows(slice: &[f32], cols: usize) -> Self {
+        Self { ptr: slice.as_ptr(), rs: cols as isize, cs: 1 }
+    }
+    fn t(self) -> Self {
+        Self { ptr: self.ptr, rs: self.cs, cs: self.rs }
+    }
+}
+
+/// dst [m, n] (row-major, `accumulate`: += instead of =) = lhs [m, k] · rhs [k, n].
+fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, accumulate: bool, parallelism: Parallelism) {
+    assert!(dst.len() >= m * n);
+    // SAFETY: every view was built from a slice holding its [rows, cols] extent (checked by the
+    // callers' slicing), and dst is an exclusive [m, n] row-major buffer.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.cs,
+            lhs.rs,
+            rhs.ptr,
+            rhs.cs,
+            rhs.rs,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// Whether the products inside one example should use the pool (a batch of one).
+fn inner_parallelism(batch: usize) -> Parallelism {
+    if batch == 1 && rayon::current_num_threads() > 1 { Parallelism::Rayon(0) } else { Parallelism::None }
+}
+
+/// `conv2d(x, weight) + bias` with x [N, C_in, H, W], weight [C_out, C_in/g, kh, kw].
+pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let (positions, rows, opg) = (g.positions(), g.patch_rows(), g.out_per_group());
+    let mut y = vec![0.0f32; g.batch * g.c_out * positions];
+    if positions == 0 {
+        return y;
+    }
+    let parallelism = inner_parallelism(g.batch);
+    y.par_chunks_mut(g.c_out * positions).enumerate().for_each_init(
+        || vec![0.0f32; if g.is_pointwise() { 0 } else { rows * positions }],
+        |cols, (n, yn)| {
+            let xn = &x[n * g.c_in * g.plane()..(n + 1) * g.c_in * g.plane()];
+            if let Some(b) = bias {
+                for (c, out) in yn.chunks_mut(positions).enumerate() {
+                    out.fill(b[c]);
+                }
+            }
+            for group in 0..g.groups {
+                let patches = if g.is_pointwise() {
+                    &xn[group * rows * positions..(group + 1) * rows * positions]
+                } else {
+                    im2col(g, xn, group * g.in_per_group(), cols);
+                    &cols[..]
+                };
+                let w = &weight[group * opg * rows..(group + 1) * opg * rows];
+                let out = &mut yn[group * opg * positions..(group + 1) * opg * positions];
+                matmul(out, opg, positions, rows, Mat::rows(w, rows), Mat::rows(patches, positions), bias.is_some(), parallelism);
+            }
+        },
+    );
+    y
+}
+
+/// The kernel of [`Geometry::transposed`]: K'[g·C_in/g + c, o, i, j] = K[g·C_out/g + o, c,
+/// kh − 1 − i, kw − 1 − j] for every group g.
+fn flipped_transpose(g: &Geometry, kernel: &[f32]) -> Vec<f32> {
+    let (ipg, opg, taps) = (g.in_per_group(), g.out_per_group(), g.kh * g.kw);
+    let mut out = vec![0.0f32; kernel.len()];
+    for group in 0..g.groups {
+        for o in 0..opg {
+            for c in 0..ipg {
+                let src = &kernel[((group * opg + o) * ipg + c) * taps..][..taps];
+                let dst = &mut out[((group * ipg + c) * opg + o) * taps..][..taps];
+                for (t, v) in src.iter().enumerate() {
+                    dst[taps - 1 - t] = *v;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// δx of `conv2d(x, kernel)` for δy [N, C_out, H_out, W_out]: the transposed convolution of δy
+/// with `kernel`, shaped like x. With stride 1 it is a forward convolution of δy (one product
+/// of depth C_out·kh·kw per example); otherwise Kᵀ·δy_n (depth C_out) scattered back by col2im.
+pub fn input_grad(g: &Geometry, kernel: &[f32], dy: &[f32]) -> Vec<f32> {
+    if let Some(t) = g.transposed() {
+        return forward(&t, dy, &flipped_transpose(g, kernel), None);
+    }
+    input_grad_col2im(g, kernel, dy)
+}
+
+/// [`input_grad`] as Kᵀ·δy_n and col2im, for every stride.
+fn input_grad_col2im(g: &Geometry, kernel: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (positions, rows, opg) = (g.positions(), g.patch_rows(), g.out_per_group());
+    let mut dx = vec![0.0f32; g.batch * g.c_in * g.plane()];
+    if positions == 0 || dx.is_empty() {
+        return dx;
+    }
+    let parallelism = inner_parallelism(g.batch);
+    dx.par_chunks_mut(g.c_in * g.plane()).enumerate().for_each_init(
+        || vec![0.0f32; if g.is_pointwise() { 0 } else { rows * positions }],
+        |cols, (n, dxn)| {
+            let dyn_ = &dy[n * g.c_out * positions..(n + 1) * g.c_out * positions];
+            for group in 0..g.groups {
+                let k = Mat::rows(&kernel[group * opg * rows..(group + 1) * opg * rows], rows).t();
+                let d = Mat::rows(&dyn_[group * opg * positions..(group + 1) * opg * positions], positions);
+                if g.is_pointwise() {
+                    let out = &mut dxn[group * rows * positions..(group + 1) * rows * positions];
+                    matmul(out, rows, positions, opg, k, d, false, parallelism);
+                } else {
+                    matmul(cols, rows, positions, opg, k, d, false, parallelism);
+                    col2im(g, cols, group * g.in_per_group(), dxn);
+                }
+            }
+        },
+    );
+    dx
+}
+
+/// δW of `conv2d(x, W)` for δy [N, C_out, H_out, W_out]: Σ_n δy_n · cols(x_n)ᵀ, shaped like W.
+pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (positions, rows, opg) = (g.positions(), g.patch_rows(), g.out_per_group());
+    let size = g.c_out * rows;
+    if positions == 0 || g.batch == 0 {
+        return vec![0.0; size];
+    }
+    let chunk = g.batch.div_ceil(WEIGHT_GRAD_CHUNKS.min(g.batch));
+    let parallelism = inner_parallelism(g.batch.div_ceil(chunk));
+    let partial: Vec<Vec<f32>> = (0..g.batch.div_ceil(chunk))
+        .into_par_iter()
+        .map(|c| {
+            let mut dw = vec![0.0f32; size];
+            let mut cols = vec![0.0f32; if g.is_pointwise() { 0 } else { rows * positions }];
+            for n in c * chunk..((c + 1) * chunk).min(g.batch) {
+                let xn = &x[n * g.c_in * g.plane()..(n + 1) * g.c_in * g.plane()];
+                let dyn_ = &dy[n * g.c_out * positions..(n + 1) * g.c_out * positions];
+                for group in 0..g.groups {
+                    let patches = if g.is_pointwise() {
+                        &xn[group * rows * positions..(group + 1) * rows * positions]
+                    } else {
+                        im2col(g, xn, group * g.in_per_group(), &mut cols);
+                        &cols[..]
+                    };
+                    let d = Mat::rows(&dyn_[group * opg * positions..(group + 1) * opg * positions], positions);
+                    let out = &mut dw[group * opg * rows..(group + 1) * opg * rows];
+                    matmul(out, opg, rows, positions, d, Mat::rows(patches, positions).t(), n > c * chunk, parallelism);
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut parts = partial.into_iter();
+    let mut total = parts.next().expect("at least one chunk");
+    for part in parts {
+        total.iter_mut().zip(&part).for_each(|(t, p)| *t += p);
+    }
+    total
+}
+
+/// The flex tensor behind a backend primitive, when the backend is flex and the tensor f32.
+fn as_flex<B: Backend>(t: &FloatTensor<B>) -> Option<&FlexTensor> {
+    (t as &dyn std::any::Any).downcast_ref::<FlexTensor>().filter(|t| t.dtype() == DType::F32)
+}
+
+/// Whether `t` is an f32 flex tensor (whose convolutions [`try_forward`] and kin run).
+pub fn is_flex<B: Backend>(t: &FloatTensor<B>) -> bool {
+    as_flex::<B>(t).is_some()
+}
+
+/// A contiguous f32 copy-free view, or a contiguous copy.
+fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.layout().contiguous_offsets() {
+        Some((start, end)) => std::borrow::Cow::Borrowed(&t.storage::<f32>()[start..end]),
+        None => std::borrow::Cow::Owned(t.to_contiguous().storage::<f32>().to_vec()),
+    }
+}
+
+fn to_primitive<B: Backend>(values: Vec<f32>, shape: [usize; 4]) -> FloatTensor<B> {
+    let t = FlexTensor::from_data(TensorData::new(values, Shape::new(shape)));
+    *(Box::new(t) as Box<dyn std::any::Any>).downcast::<FloatTensor<B>>().expect("called only when B is flex")
+}
+
+/// `conv2d(x, weight, bias)` on flex, or `None` for another backend or dtype.
+pub fn try_forward<B: Backend>(x: &FloatTensor<B>, weight: &FloatTensor<B>, bias: Option<&FloatTensor<B>>, options: &ConvOptions<2>) -> Option<FloatTensor<B>> {
+    let (xf, wf) = (as_flex::<B>(x)?, as_flex::<B>(weight)?);
+    let bias = match bias {
+        Some(b) => Some(values(as_flex::<B>(b)?)),
+        None => None,
+    };
+    let g = Geometry::new(xf.layout().shape(), wf.layout().shape(), options)?;
+    let y = forward(&g, &values(xf), &values(wf), bias.as_deref());
+    Some(to_primitive::<B>(y, [g.batch, g.c_out, g.oh, g.ow]))
+}
+
+/// δx through `kernel` on flex, or `None` for another backend or dtype.
+pub fn try_input_grad<B: Backend>(x: &FloatTensor<B>, kernel: &FloatTensor<B>, dy: &FloatTensor<B>, options: &ConvOptions<2>) -> Option<FloatTensor<B>> {
+    let (xf, kf, df) = (as_flex::<B>(x)?, as_flex::<B>(kernel)?, as_flex::<B>(dy)?);
+    let g = Geometry::new(xf.layout().shape(), kf.layout().shape(), options)?;
+    if df.layout().shape().as_slice() != [g.batch, g.c_out, g.oh, g.ow] {
+        return None;
+    }
+    let dx = input_grad(&g, &values(kf), &values(df));
+    Some(to_primitive::<B>(dx, [g.batch, g.c_in, g.h, g.w]))
+}
+
+/// δW (shaped like `kernel`) on flex, or `None` for another backend or dtype.
+pub fn try_weight_grad<B: Backend>(x: &FloatTensor<B>, kernel: &FloatTensor<B>, dy: &FloatTensor<B>, options: &ConvOptions<2>) -> Option<FloatTensor<B>> {
+    let (xf, kf, df) = (as_flex::<B>(x)?, as_flex::<B>(kernel)?, as_flex::<B>(dy)?);
+    let g = Geometry::new(xf.layout().shape(), kf.layout().shape(), options)?;
+    if df.layout().shape().as_slice() != [g.batch, g.c_out, g.oh, g.ow] {
+        return None;
+    }
+    let dw = weight_grad(&g, &values(xf), &values(df));
+    Some(to_primitive::<B>(dw, [g.c_out, g.in_per_group(), g.kh, g.kw]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution, Tensor};
+
+    /// Every kernel of the zoo's shapes against burn's own conv2d and its generic backward
+    /// (which run on flex when these return `None`), on random data.
+    #[test]
+    fn matches_burns_convolution_forward_and_both_gradients() {
+        let device = Device::flex().autodiff();
+        // (batch, c_in, h, w, c_out, kh, kw, stride, padding (begin, end), dilation, groups)
+        let cases: &[(usize, usize, usize, usize, usize, usize, usize, [usize; 2], [(usize, usize); 2], [usize; 2], usize)] = &[
+            (2, 3, 9, 8, 4, 3, 3, [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
+            (3, 4, 10, 10, 6, 1, 1, [1, 1], [(0, 0), (0, 0)], [1, 1], 1),
+            (1, 4, 10, 9, 6, 1, 1, [2, 2], [(0, 0), (0, 0)], [1, 1], 1),
+            (2, 3, 17, 15, 5, 5, 5, [2, 2], [(2, 2), (2, 2)], [1, 1], 1),
+            (2, 3, 23, 23, 4, 11, 11, [4, 4], [(2, 2), (2, 2)], [1, 1], 1),
+            (2, 4, 12, 11, 4, 3, 3, [1, 1], [(2, 2), (2, 2)], [2, 2], 1),
+            (2, 6, 8, 8, 4, 3, 3, [1, 1], [(1, 1), (1, 1)], [1, 1], 2),
+            (2, 5, 9, 7, 5, 3, 3, [2, 1], [(1, 1), (1, 1)], [1, 1], 5),
+            (1, 2, 7, 7, 3, 1, 3, [1, 1], [(0, 0), (1, 1)], [1, 1], 1),
+            (2, 2, 6, 7, 3, 3, 3, [1, 2], [(0, 1), (1, 0)], [1, 1], 1),
+            (2, 2, 5, 5, 3, 3, 3, [3, 3], [(0, 0), (0, 0)], [1, 1], 1),
+            // Padding wider than the kernel's reach: no stride-1 transposed form.
+            (2, 2, 5, 5, 3, 3, 3, [1, 1], [(3, 3), (3, 3)], [1, 1], 1),
+            (2, 4, 9, 9, 4, 3, 3, [1, 1], [(1, 1), (1, 1)], [1, 1], 4),
+        ];
+        for &(n, c_in, h, w, c_out, kh, kw, stride, padding, dilation, groups) in cases {
+            let options = ConvOptions::new_with_padding(stride, padding, dilation, groups);
+            let x = Tensor::<4>::random([n, c_in, h, w], Distribution::Normal(0.0, 1.0), &device);
+            let weight = Tensor::<4>::random([c_out, c_in / groups, kh, kw], Distribution::Normal(0.0, 1.0), &device);
+            let bias = Tensor::<1>::random([c_out], Distribution::Normal(0.0, 1.0), &device);
+            let expected = burn::tensor::module::conv2d(x.clone(), weight.clone(), Some(bias.clone()), options.clone());
+            let [_, _, oh, ow] = expected.dims();
+            let dy = Tensor::<4>::random([n, c_out, oh, ow], Distribution::Normal(0.0, 1.0), &device);
+            let g = Geometry::new(&x.dims(), &weight.dims(), &options).unwrap();
+            assert_eq!((g.oh, g.ow), (oh, ow));
+            let v = |t: &Tensor<4>| t.to_data().try_to_vec::<f32>().unwrap();
+            let close = |got: Vec<f32>, want: Vec<f32>, what: &str| {
+                assert_eq!(got.len(), want.len(), "{what}");
+                let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!((a - b).abs() <= 1e-4 * scale, "{what} of case {:?}: element {i}: {a} against {b}", (n, c_in, h, w, c_out, kh, kw, stride, padding, dilation, groups));
+                }
+            };
+            close(forward(&g, &v(&x), &v(&weight), Some(&bias.to_data().try_to_vec::<f32>().unwrap())), v(&expected), "forward");
+            // burn's gradients, through its autodiff of conv2d: ⟨y, δy⟩'s gradients are δx, δW.
+            let (xa, wa) = (x.clone().require_grad(), weight.clone().require_grad());
+            let y = burn::tensor::module::conv2d(xa.clone(), wa.clone(), None, options.clone());
+            let grads = (y * dy.clone()).sum().backward();
+            let dx = v(&xa.grad(&grads).unwrap());
+            close(input_grad(&g, &v(&weight), &v(&dy)), dx.clone(), "input gradient");
+            close(input_grad_col2im(&g, &v(&weight), &v(&dy)), dx, "input gradient by col2im");
+            close(weight_grad(&g, &v(&x), &v(&dy)), v(&wa.grad(&grads).unwrap()), "weight gradient");
+        }
+    }
+
+    #[test]
+    fn the_weight_gradient_does_not_depend_on_the_thread_count() {
+        let g = Geometry::new(&[13, 3, 9, 9], &[4, 3, 3, 3], &ConvOptions::new([1, 1], [1, 1], [1, 1], 1)).unwrap();
+        let x: Vec<f32> = (0..13 * 3 * 81).map(|i| ((i * 7919) % 1000) as f32 / 997.0 - 0.5).collect();
+        let dy: Vec<f32> = (0..13 * 4 * 81).map(|i| ((i * 104729) % 1000) as f32 / 991.0 - 0.5).collect();
+        let with = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| (weight_grad(&g, &x, &dy), forward(&g, &x, &dy[..4 * 27], None)));
+        let one = with(1);
+        assert_eq!(one, with(3));
+        assert_eq!(one, with(8));
+        // A batch of one parallelises inside the products instead.
+        let g1 = Geometry { batch: 1, ..g };
+        let single = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| (weight_grad(&g1, &x[..3 * 81], &dy[..4 * 81]), input_grad(&g1, &dy[..4 * 27], &dy[..4 * 81])));
+        assert_eq!(single(1), single(3));
+    }
+
+    #[test]
+    fn shapes_that_make_no_convolution_are_refused() {
+        let o = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+        assert!(Geometry::new(&[1, 3, 2, 2], &[4, 3, 3, 3], &o).is_none());
+        assert!(Geometry::new(&[1, 3, 5, 5], &[4, 2, 3, 3], &o).is_none());
+        assert!(Geometry::new(&[1, 4, 5, 5], &[3, 2, 3, 3], &ConvOptions::new([1, 1], [0, 0], [1, 1], 2)).is_none());
+    }
+}

@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""PyTorch reference for `plastic bench`: the same architectures, batch, input, thread count and
+optimiser (SGD, lr 0.05, momentum 0.9, no weight decay: `plastic bench`'s), timed the same way
+(untimed warm-up, then rounds of steps each closed by a device sync; the median round). One case
+per process; prints one JSON line in `plastic bench`'s format with "framework": "pytorch".
+
+    python3 scripts/bench_pytorch.py --model knet4 --batch 64 --resolution 32 --threads 2
+    python3 scripts/bench_pytorch.py --device cuda --model resnet18 --batch 64 --resolution 224 --classes 1000
+
+Models, built to plastic's parameter counts (both are printed: `params` here, and plastic's in
+its own line): `convnet` (3×3 conv 32 → ReLU → max-pool 2, 3×3 conv 64 → ReLU → max-pool 2,
+fc 128 → ReLU → fc), `knet4` (Caffe's cifar10_full without LRN, plastic's default: three 5×5
+convs 32, 32, 64 with 3×3/2 pools, fc), `alexnet` (plastic's small-input variant below 100 px:
+conv1 3×3/1 at 32 px, 5×5/2 from 48 px, 11×11/4 from 100 px; adaptive pool to 2×2, or 6×6 from
+100 px; no dropout, no LRN), `resnet18` (torchvision's; the CIFAR stem, a 3×3/1 conv without
+the max-pool, below 100 px, as plastic's `stem = "auto"`), `shallownet`.
+
+Peak memory: on the CPU the growth of the process's peak resident set (VmHWM, reset through
+/proc/self/clear_refs) over its resident set before the first step, as `plastic bench`
+measures it; on a GPU the device's peak allocation. fp32 throughout (`--precision bf16` runs
+the step under bf16 autocast); PyTorch's defaults otherwise (cuDNN may use TF32 convolutions).
+It installs nothing: `pip install torch` (and torchvision for resnet18).
+"""
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from torch import nn
+
+
+def conv_block(c_in, c_out, k, s, p, post):
+    return [nn.Conv2d(c_in, c_out, k, s, p)] + post
+
+
+def convnet(channels, resolution, classes):
+    side = resolution // 4
+    return nn.Sequential(
+        nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * side * side, 128), nn.ReLU(), nn.Linear(128, classes),
+    )
+
+
+def pooled(side, k, s, p):
+    return (side + 2 * p - k) // s + 1
+
+
+def knet4(channels, resolution, classes):
+    side = pooled(pooled(pooled(resolution, 3, 2, 1), 3, 2, 1), 3, 2, 1)
+    return nn.Sequential(
+        nn.Conv2d(channels, 32, 5, 1, 2), nn.MaxPool2d(3, 2, 1), nn.ReLU(),
+        nn.Conv2d(32, 32, 5, 1, 2), nn.ReLU(), nn.AvgPool2d(3, 2, 1, count_include_pad=False),
+        nn.Conv2d(32, 64, 5, 1, 2), nn.ReLU(), nn.AvgPool2d(3, 2, 1, count_include_pad=False),
+        nn.Flatten(), nn.Linear(64 * side * side, classes),
+    )
+
+
+def alexnet(channels, resolution, classes):
+    k1, s1, p1 = (11, 4, 2) if resolution >= 100 else (5, 2, 2) if resolution >= 48 else (3, 1, 1)
+    adaptive = 6 if resolution >= 100 else 2
+    return nn.Sequential(
+        nn.Conv2d(channels, 64, k1, s1, p1), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, 1, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, 1, 1), nn.ReLU(),
+        nn.Conv2d(384, 256, 3, 1, 1), nn.ReLU(),
+        nn.Conv2d(256, 256, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.AdaptiveAvgPool2d(adaptive), nn.Flatten(),
+        nn.Linear(256 * adaptive * adaptive, 4096), nn.ReLU(),
+        nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, classes),
+    )
+
+
+def resnet18(channels, resolution, classes):
+    import torchvision
+    model = torchvision.models.resnet18(num_classes=classes)
+    if resolution < 100:
+        model.conv1 = nn.Conv2d(channels, 64, 3, 1, 1, bias=False)
+        model.maxpool = nn.Identity()
+    elif channels != 3:
+        model.conv1 = nn.Conv2d(channels, 64, 7, 2, 3, bias=False)
+    return model
+
+
+def shallownet(channels, resolution, classes):
+    k1, s1 = (11, 4) if resolution >= 48 else (5, 1)
+    return nn.Sequential(
+        nn.Conv2d(channels, 64, k1, s1, k1 // 2), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+        nn.Conv2d(64, 192, 5, 1, 2), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+        nn.Conv2d(192, 384, 3, 1, 1), nn.ReLU(),
+        nn.Conv2d(384, 256, 3, 1, 1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, classes),
+    )
+
+
+MODELS = {"convnet": convnet, "knet4": knet4, "alexnet": alexnet, "resnet18": resnet18, "shallownet": shallownet}
+
+
+def rss_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return None
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, choices=sorted(MODELS))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: PyTorch's default)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--channels", type=int, default=3)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--precision", default="f32", choices=["f32", "bf16"])
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=3)
+    a = p.parse_args()
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+        torch.set_num_interop_threads(1)
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+    torch.manual_seed(0)
+    model = MODELS[a.model](a.channels, a.resolution, a.classes).to(dev)
+    params = sum(t.numel() for t in model.parameters())
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    x = torch.randn(a.batch, a.channels, a.resolution, a.resolution, device=dev)
+    y = torch.arange(a.batch, device=dev) % a.classes
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+            loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    before = rss_kib("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(max(a.warmup, 1)):
+        step()
+    sync()
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        hwm = rss_kib("VmHWM")
+        peak = (hwm - before) / 1024 if hwm is not None and before is not None else None
+    times = []
+    for _ in range(max(a.rounds, 1)):
+        t = time.perf_counter()
+        for _ in range(max(a.steps, 1)):
+            step()
+        sync()
+        times.append((time.perf_counter() - t) / max(a.steps, 1))
+    t = statistics.median(times)
+    print(json.dumps({
+        "framework": "pytorch", "torch": torch.__version__, "model": a.model, "rule": "backprop",
+        "device": torch.cuda.get_device_name(dev) if cuda else "cpu", "precision": a.precision,
+        "threads": torch.get_num_threads(), "batch": a.batch,
+        "input": [a.channels, a.resolution, a.resolution], "params": params, "step_ms": 1e3 * t,
+        "images_per_second": a.batch / t, "peak_memory_mib": peak,
+    }), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# plastic against PyTorch on the same model, batch, input, optimiser and thread count: for each
+# case, one untimed warm-up run of each, then PAIRS alternating process pairs (plastic, PyTorch);
+# the median images/s and peak memory of each side and their ratio. Prints and appends one JSON
+# line per case to bench/results/compare-$DEVICE-<date>.jsonl.
+#
+#   scripts/compare.sh                        # every CPU case
+#   scripts/compare.sh knet4 resnet18         # some of them
+#   PAIRS=7 THREADS=2 PYTHON=~/.cache/torch-venv/bin/python scripts/compare.sh
+#   DEVICE=cuda PLASTIC_DEVICE=wgpu scripts/compare.sh resnet18_224 convnet
+#
+# Cases (batch 64 unless said): knet4, convnet, alexnet, resnet18 at 32 px; alexnet_64 (64 px);
+# resnet18_224 (224 px, 1000 classes). PyTorch's side is scripts/bench_pytorch.py (it installs
+# nothing: `pip install torch torchvision` into $PYTHON's environment). The ConvRNN cases
+# (convrnn_quickstart, rgc_shallow) have no PyTorch twin yet.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/plastic-target}"
+PAIRS="${PAIRS:-5}"
+THREADS="${THREADS:-2}"
+DEVICE="${DEVICE:-cpu}"
+PLASTIC_DEVICE="${PLASTIC_DEVICE:-$DEVICE}"
+PYTHON="${PYTHON:-python3}"
+if [ -z "${PLASTIC:-}" ]; then
+    cargo build --release --quiet
+    PLASTIC="$CARGO_TARGET_DIR/release/plastic"
+fi
+"$PYTHON" -c "import torch" 2>/dev/null || { echo "compare: $PYTHON cannot import torch (pip install torch torchvision)" >&2; exit 2; }
+export RAYON_NUM_THREADS="$THREADS" OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
+
+# name → "model batch resolution classes"
+declare -A CASES=(
+    [knet4]="knet4 64 32 10" [convnet]="convnet 64 32 10" [alexnet]="alexnet 64 32 10"
+    [resnet18]="resnet18 64 32 10" [alexnet_64]="alexnet 64 64 10" [resnet18_224]="resnet18 64 224 1000"
+)
+ORDER=(knet4 convnet alexnet resnet18 alexnet_64 resnet18_224)
+[ "$#" -gt 0 ] && ORDER=("$@")
+mkdir -p bench/results
+OUT="bench/results/compare-$DEVICE-$(date +%Y-%m-%d).jsonl"
+
+field() { "$PYTHON" -c "import json,sys; v=json.loads(sys.stdin.read().strip().splitlines()[-1]).get('$1'); print('null' if v is None else v)"; }
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+
+for name in "${ORDER[@]}"; do
+    spec="${CASES[$name]:-}"
+    [ -n "$spec" ] || { echo "compare: unknown case '$name' (cases: ${!CASES[*]})" >&2; exit 2; }
+    read -r model batch res classes <<< "$spec"
+    steps=5; rounds=3
+    # Seconds-long steps on the CPU: fewer per process (still the median of 3 rounds).
+    [ "$DEVICE" = cpu ] && [ "$model" = resnet18 ] && steps=2
+    [ "$res" -ge 100 ] && [ "$DEVICE" = cpu ] && { steps=1; rounds=2; }
+    common=(--model "$model" --batch "$batch" --resolution "$res" --channels 3 --classes "$classes" --steps "$steps" --rounds "$rounds")
+    run_plastic() { "$PLASTIC" bench --device "$PLASTIC_DEVICE" "${common[@]}" | tail -n 1; }
+    run_torch() { "$PYTHON" scripts/bench_pytorch.py --device "$DEVICE" --threads "$THREADS" "${common[@]}"; }
+    run_plastic > /dev/null
+    run_torch > /dev/null
+    p_ips=(); t_ips=(); p_mem=(); t_mem=()
+    for ((i = 0; i < PAIRS; i++)); do
+        p=$(run_plastic); t=$(run_torch)
+        p_ips+=("$(echo "$p" | field images_per_second)"); p_mem+=("$(echo "$p" | field peak_memory_mib)")
+        t_ips+=("$(echo "$t" | field images_per_second)"); t_mem+=("$(echo "$t" | field peak_memory_mib)")
+        p_params=$(echo "$p" | field params); t_params=$(echo "$t" | field params)
+    done
+    pi=$(median "${p_ips[@]}"); ti=$(median "${t_ips[@]}"); pm=$(median "${p_mem[@]}"); tm=$(median "${t_mem[@]}")
+    line=$("$PYTHON" -c "import json,sys
+a=sys.argv[1:]
+print(json.dumps({'case': a[0], 'device': a[1], 'precision': 'f32', 'threads': int(a[2]),
+  'plastic_images_per_s': float(a[3]), 'pytorch_images_per_s': float(a[4]), 'ratio': float(a[3]) / float(a[4]),
+  'plastic_peak_mib': float(a[5]), 'pytorch_peak_mib': float(a[6]), 'plastic_params': int(a[7]), 'pytorch_params': int(a[8]),
+  'pairs': int(a[9]), 'date': a[10]}))" "$name" "$DEVICE" "$THREADS" "$pi" "$ti" "$pm" "$tm" "$p_params" "$t_params" "$PAIRS" "$(date +%Y-%m-%d)")
+    echo "$line" | tee -a "$OUT"
+done
