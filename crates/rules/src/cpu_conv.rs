@@ -429,26 +429,24 @@ pub fn try_forward<B: Backend>(x: &FloatTensor<B>, weight: &FloatTensor<B>, bias
     Some(to_primitive::<B>(y, [g.batch, g.c_out, g.oh, g.ow]))
 }
 
-/// δx through `kernel` on flex, or `None` for another backend or dtype.
-pub fn try_input_grad<B: Backend>(x: &FloatTensor<B>, kernel: &FloatTensor<B>, dy: &FloatTensor<B>, options: &ConvOptions<2>) -> Option<FloatTensor<B>> {
+/// The flex tensors of a gradient's operands and their geometry, when all are flex f32 and δy
+/// has the output's shape.
+fn gradient_operands<'a, B: Backend>(x: &'a FloatTensor<B>, kernel: &'a FloatTensor<B>, dy: &'a FloatTensor<B>, options: &ConvOptions<2>) -> Option<(Geometry, [&'a FlexTensor; 3])> {
     let (xf, kf, df) = (as_flex::<B>(x)?, as_flex::<B>(kernel)?, as_flex::<B>(dy)?);
     let g = Geometry::new(xf.layout().shape(), kf.layout().shape(), options)?;
-    if df.layout().shape().as_slice() != [g.batch, g.c_out, g.oh, g.ow] {
-        return None;
-    }
-    let dx = input_grad(&g, &values(kf), &values(df));
-    Some(to_primitive::<B>(dx, [g.batch, g.c_in, g.h, g.w]))
+    (df.layout().shape().as_slice() == [g.batch, g.c_out, g.oh, g.ow]).then_some((g, [xf, kf, df]))
+}
+
+/// δx through `kernel` on flex, or `None` for another backend or dtype.
+pub fn try_input_grad<B: Backend>(x: &FloatTensor<B>, kernel: &FloatTensor<B>, dy: &FloatTensor<B>, options: &ConvOptions<2>) -> Option<FloatTensor<B>> {
+    let (g, [_, kf, df]) = gradient_operands::<B>(x, kernel, dy, options)?;
+    Some(to_primitive::<B>(input_grad(&g, &values(kf), &values(df)), [g.batch, g.c_in, g.h, g.w]))
 }
 
 /// δW (shaped like `kernel`) on flex, or `None` for another backend or dtype.
 pub fn try_weight_grad<B: Backend>(x: &FloatTensor<B>, kernel: &FloatTensor<B>, dy: &FloatTensor<B>, options: &ConvOptions<2>) -> Option<FloatTensor<B>> {
-    let (xf, kf, df) = (as_flex::<B>(x)?, as_flex::<B>(kernel)?, as_flex::<B>(dy)?);
-    let g = Geometry::new(xf.layout().shape(), kf.layout().shape(), options)?;
-    if df.layout().shape().as_slice() != [g.batch, g.c_out, g.oh, g.ow] {
-        return None;
-    }
-    let dw = weight_grad(&g, &values(xf), &values(df));
-    Some(to_primitive::<B>(dw, [g.c_out, g.in_per_group(), g.kh, g.kw]))
+    let (g, [xf, _, df]) = gradient_operands::<B>(x, kernel, dy, options)?;
+    Some(to_primitive::<B>(weight_grad(&g, &values(xf), &values(df)), [g.c_out, g.in_per_group(), g.kh, g.kw]))
 }
 
 #[cfg(test)]
