@@ -197,7 +197,6 @@ impl LayerKind for ConvKind {
         if self.0.groups != 1 || cpu_conv::is_flex::<B>(&x) {
             // Stacking would mix the groups' channels; on flex the patches are rebuilt per
             // example anyway, and two products skip the concatenations.
-            // Stacking would mix the groups' channels.
             return (self.correlate::<B>(x.clone(), kernel, g_a), self.correlate::<B>(x, kernel, g_b));
         }
         let c = kernel.shape()[0];
