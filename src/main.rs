@@ -2,6 +2,7 @@
 //! library crates; all logic lives in `plastic-train` and the crates below it.
 
 mod identify;
+mod neural;
 mod search;
 mod sweep;
 
@@ -182,6 +183,16 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+    /// Every layer's output at every time step for a stimulus set, streamed into one NPZ
+    /// (stimulus ids from the file names; the run's own preprocessing).
+    Features(neural::FeaturesArgs),
+    /// Neural predictivity: cross-validated ridge or PLS from each layer × time step to
+    /// recorded responses, ceiled by their split-half reliability; names the best layer and
+    /// step per region. Writes neural_fit.csv / .json, commitment.json and heat maps.
+    NeuralFit(neural::NeuralFitArgs),
+    /// Object solution times: per image, the first step from which the readout solves it for
+    /// good. Writes ost.csv, ost.json and a histogram.
+    Ost(neural::OstArgs),
     /// Print a model's layers, parameter count and unit count.
     Inspect {
         #[command(flatten)]
@@ -200,6 +211,13 @@ fn load_config(args: &ConfigArgs) -> Result<RunConfig, TrainError> {
 enum Failure {
     Train(TrainError),
     Search(plastic_search::SearchError),
+    Neural(plastic_neural::NeuralError),
+}
+
+impl From<plastic_neural::NeuralError> for Failure {
+    fn from(e: plastic_neural::NeuralError) -> Self {
+        Failure::Neural(e)
+    }
 }
 
 impl From<TrainError> for Failure {
@@ -267,9 +285,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Export { run, checkpoint, output } => {
             plastic_train::set_threads(0);
             let dir = RunDir::new(&run);
-            let loaded = plastic_train::checkpoint::load_run(&dir, checkpoint.as_deref(), &burn::tensor::Device::flex())?;
+            let loaded = plastic_train::checkpoint::load_model(&dir, checkpoint.as_deref(), &burn::tensor::Device::flex())?;
             let output = output.unwrap_or_else(|| dir.root.join("model.safetensors"));
-            plastic_train::export::export_safetensors(&loaded.model, &output)?;
+            plastic_train::export::export_safetensors(&loaded.model, Some(&loaded.preprocessing), &output)?;
             eprintln!("wrote {} (step {})", output.display(), loaded.step);
             Ok(())
         }
@@ -351,6 +369,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             identify::run(args)?;
             Ok(())
         }
+        Command::Features(args) => neural::run_features(args),
+        Command::NeuralFit(args) => neural::run_neural_fit(args),
+        Command::Ost(args) => neural::run_ost(args),
         Command::Inspect { config } => {
             let config = load_config(&config)?;
             plastic_train::set_threads(0);
@@ -391,6 +412,7 @@ fn main() -> ExitCode {
             let (message, code) = match &failure {
                 Failure::Train(e) => (e.to_string(), if matches!(e, TrainError::Diverged { .. }) { 3 } else { 2 }),
                 Failure::Search(e) => (e.to_string(), if matches!(e, plastic_search::SearchError::Interrupted) { 130 } else { 2 }),
+                Failure::Neural(e) => (e.to_string(), 2),
             };
             // One line, whatever the underlying library put in its message.
             eprintln!("error: {}", plastic_search::one_line(&message));

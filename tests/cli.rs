@@ -41,6 +41,10 @@ fn quickstart_config_learns_digits_on_a_reduced_budget() {
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
     assert_eq!(header["stages.3.linear.weight"]["shape"], serde_json::json!([10, 128]));
     assert_eq!(header["stages.0.conv.weight"]["shape"], serde_json::json!([32, 1, 3, 3]));
+    // The export says how to prepare an image for the model: the run's preprocessing.json.
+    let prep: serde_json::Value = serde_json::from_str(header["__metadata__"]["plastic.preprocessing"].as_str().unwrap()).unwrap();
+    assert_eq!(prep, json(&out.join("quickstart/preprocessing.json")));
+    assert_eq!((prep["channels"].as_u64(), prep["height"].as_u64(), prep["class_names"].as_array().map(Vec::len)), (Some(1), Some(8), Some(10)));
 
     // Running the same config again without --resume refuses and leaves the run untouched.
     let before = std::fs::read(out.join("quickstart/summary.json")).unwrap();
@@ -398,6 +402,172 @@ fn convrnn_quickstart_learns_on_a_reduced_budget_and_writes_per_step_outputs() {
     let o = run(plastic().args(["plot", "--run"]).arg(&run_dir));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(run_dir.join("plots/loss.png").exists() && run_dir.join("plots/accuracy.png").exists());
+
+    compares_the_trained_convrnn_with_synthetic_neural_data(&run_dir, &out);
+}
+
+/// Reads a features NPZ's array as (shape, values).
+fn npz_f32(path: &Path, name: &str) -> (Vec<u64>, Vec<f32>) {
+    let mut npz = npyz::npz::NpzArchive::open(path).unwrap();
+    let a = npz.by_name(name).unwrap().unwrap_or_else(|| panic!("{name} in {}", path.display()));
+    let shape = a.shape().to_vec();
+    (shape, a.into_vec::<f32>().unwrap())
+}
+
+fn write_responses(path: &Path, shape: &[u64], values: &[f64], ids: &[String], regions: Option<&[&str]>) {
+    use npyz::WriterBuilder;
+    let mut npz = npyz::npz::NpzWriter::create(path).unwrap();
+    let mut w = npz.array::<f64>("responses", Default::default()).unwrap().default_dtype().shape(shape).begin_nd().unwrap();
+    w.extend(values.iter().copied()).unwrap();
+    w.finish().unwrap();
+    let strings = |npz: &mut npyz::npz::NpzWriter<std::io::BufWriter<std::fs::File>>, name: &str, v: &[String]| {
+        let t = format!("<U{}", v.iter().map(|s| s.len()).max().unwrap_or(1).max(1)).parse::<npyz::TypeStr>().unwrap();
+        let mut w = npz.array::<str>(name, Default::default()).unwrap().dtype(npyz::DType::new_scalar(t)).shape(&[v.len() as u64]).begin_nd().unwrap();
+        for s in v {
+            w.push(s.as_str()).unwrap();
+        }
+        w.finish().unwrap();
+    };
+    strings(&mut npz, "stimulus_id", ids);
+    if let Some(r) = regions {
+        strings(&mut npz, "region", &r.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    }
+}
+
+/// `features`, `ost` and `neural-fit` on the trained ConvRNN, with test digits as stimuli in
+/// class sub-folders, and neural responses made from the model itself: a random linear map of
+/// conv2's channel means at step 4, plus repetition noise of a known size.
+fn compares_the_trained_convrnn_with_synthetic_neural_data(run_dir: &Path, out: &Path) {
+    use rand::{Rng, SeedableRng};
+    // 200 digits (the last of the set) as PNGs: <class>/<index>.png.
+    let digits = plastic_data::digits::embedded();
+    let stimuli = out.join("stimuli");
+    let n = 200;
+    for i in 0..n {
+        let k = digits.len() - 1 - i;
+        let class = &digits.class_names[digits.labels[k] as usize];
+        std::fs::create_dir_all(stimuli.join(class)).unwrap();
+        image::GrayImage::from_raw(8, 8, digits.image(k).to_vec()).unwrap().save(stimuli.join(class).join(format!("{k:04}.png"))).unwrap();
+    }
+    // The run needs no training data to see them: its preprocessing is in the run directory.
+    assert!(run_dir.join("preprocessing.json").exists());
+
+    // Features: every layer × step, channel means.
+    let features = out.join("features.npz");
+    let o = run(plastic().args(["features", "--pool", "avg", "--run"]).arg(run_dir).arg("--stimuli").arg(&stimuli).arg("--out").arg(&features));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (shape, conv2) = npz_f32(&features, "conv2.t04");
+    assert_eq!(shape, [n as u64, 32]);
+    let mut npz = npyz::npz::NpzArchive::open(&features).unwrap();
+    let ids: Vec<String> = npz.by_name("stimulus_id").unwrap().unwrap().into_vec::<String>().unwrap();
+    let arrays: Vec<String> = npz.by_name("arrays").unwrap().unwrap().into_vec::<String>().unwrap();
+    assert_eq!(arrays.len(), 3 * 7, "3 layers × 7 steps");
+    assert!(ids[0].contains('/'), "ids are class/file: {}", ids[0]);
+    // conv3 at step 0 has had no input yet: the same for every stimulus.
+    let (_, early) = npz_f32(&features, "conv3.t00");
+    assert!(early.chunks(32).all(|row| row == &early[..32]));
+
+    // Solution times: the readout's p(label) ≥ 0.5 from some step to the end.
+    let o = run(plastic().args(["ost", "--run"]).arg(run_dir).arg("--stimuli").arg(&stimuli).arg("--out").arg(out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ost = std::fs::read_to_string(out.join("ost.csv")).unwrap();
+    let solved: Vec<usize> = ost.lines().skip(1).filter_map(|l| l.split(',').nth(2).and_then(|t| t.parse().ok())).collect();
+    assert_eq!(ost.lines().count(), 1 + n);
+    assert!(solved.len() > n / 2, "{} of {n} solved", solved.len());
+    // The readout first sees the image after conv3 has it: no image is solved before step 2.
+    assert!(solved.iter().all(|&t| t >= 2), "{solved:?}");
+    assert!(out.join("ost_hist.png").exists());
+    // Logistic decoders of conv2's channel means (5-fold over images): conv2 has the image
+    // from step 1, so nothing is decoded before that; at step 0 its features are constant.
+    let decoded = out.join("decoded");
+    let o = run(plastic().args(["ost", "--decoder", "logistic", "--layer", "conv2", "--run"]).arg(run_dir).arg("--stimuli").arg(&stimuli).arg("--out").arg(&decoded));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ost = std::fs::read_to_string(decoded.join("ost.csv")).unwrap();
+    let solved: Vec<usize> = ost.lines().skip(1).filter_map(|l| l.split(',').nth(2).and_then(|t| t.parse().ok())).collect();
+    assert!(solved.len() > n / 2, "decoder: {} of {n} solved", solved.len());
+    assert!(solved.iter().all(|&t| t >= 1), "{solved:?}");
+    let o = run(plastic().args(["ost", "--decoder", "logistic", "--run"]).arg(run_dir).arg("--stimuli").arg(&stimuli));
+    assert_one_line_error(&o, "needs --layer");
+
+    // Responses: 6 repetitions × n × 12 neuroids (two regions), signal + noise of variance
+    // σ² per repetition.
+    let (reps, neuroids, sigma2) = (6usize, 12usize, 0.5f64);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let mut normal = || {
+        let (u, v): (f64, f64) = (rng.random_range(1e-12..1.0), rng.random_range(0.0..1.0));
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    };
+    let map: Vec<f64> = (0..32 * neuroids).map(|_| normal()).collect();
+    let mut signal: Vec<f64> = (0..n * neuroids).map(|k| (0..32).map(|c| conv2[(k / neuroids) * 32 + c] as f64 * map[c * neuroids + k % neuroids]).sum()).collect();
+    // Unit signal variance per neuroid, so the reliability of 6 repetitions is 1 / (1 + σ²/6).
+    for j in 0..neuroids {
+        let col: Vec<f64> = (0..n).map(|i| signal[i * neuroids + j]).collect();
+        let mean = col.iter().sum::<f64>() / n as f64;
+        let sd = (col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+        for i in 0..n {
+            signal[i * neuroids + j] = (signal[i * neuroids + j] - mean) / sd;
+        }
+    }
+    let values: Vec<f64> = (0..reps).flat_map(|_| signal.clone()).map(|s| s + sigma2.sqrt() * normal()).collect();
+    let regions: Vec<&str> = (0..neuroids).map(|j| if j % 2 == 0 { "V4" } else { "IT" }).collect();
+    let responses = out.join("responses.npz");
+    write_responses(&responses, &[reps as u64, n as u64, neuroids as u64], &values, &ids, Some(&regions));
+    let fit_dir = out.join("fit");
+    let o = run(plastic()
+        .args(["neural-fit", "--folds", "5", "--run"])
+        .arg(run_dir)
+        .arg("--stimuli")
+        .arg(&stimuli)
+        .arg("--responses")
+        .arg(&responses)
+        .arg("--out")
+        .arg(&fit_dir));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = json(&fit_dir.join("neural_fit.json"))["report"].clone();
+    let expected = 1.0 / (1.0 + sigma2 / reps as f64);
+    for (r, region) in report["regions"].as_array().unwrap().iter().enumerate() {
+        let ceiling = report["ceilings"][r][0].as_f64().unwrap();
+        assert!((ceiling - expected).abs() < 0.03, "{region}: ceiling {ceiling:.3}, expected {expected:.3}");
+    }
+    let score = |layer: &str, step: u64, region: &str| {
+        report["scores"].as_array().unwrap().iter().find(|s| s["layer"] == layer && s["step"] == step && s["region"] == region).unwrap()["score"].as_f64()
+    };
+    for region in ["V4", "IT"] {
+        let source = score("conv2", 4, region).unwrap();
+        // r / ceiling (Brain-Score's convention): a perfect model scores 1/√ceiling ≈ 1.04.
+        assert!(source > 0.85 && source < 1.0 / expected.sqrt() + 0.03, "{region}: conv2 t4 ceiled score {source:.3}");
+        // Constant features predict nothing.
+        assert!(score("conv3", 0, region).is_none_or(|s| s.abs() < 0.2), "{region}: conv3 t0 {:?}", score("conv3", 0, region));
+        let best = report["best"].as_array().unwrap().iter().find(|b| b["region"] == region).unwrap()["score"].as_f64().unwrap();
+        assert!(best >= source - 1e-9, "{region}: best {best} below the source's {source}");
+    }
+    let commitment = json(&fit_dir.join("commitment.json"));
+    assert!(commitment["V4"]["layer"].is_string() && commitment["IT"]["step"].is_u64(), "{commitment}");
+    assert!(fit_dir.join("neural_fit_V4.png").exists() && fit_dir.join("neural_fit.csv").exists());
+
+    // Bad inputs: one line, exit 2, nothing half-written.
+    let fit = |responses: &Path| {
+        run(plastic().args(["neural-fit", "--folds", "5", "--run"]).arg(run_dir).arg("--stimuli").arg(&stimuli).arg("--responses").arg(responses).arg("--out").arg(out.join("bad")))
+    };
+    let wrong_ids: Vec<String> = ids.iter().map(|id| format!("x{id}")).collect();
+    let path = out.join("wrong_ids.npz");
+    write_responses(&path, &[reps as u64, n as u64, neuroids as u64], &values, &wrong_ids, None);
+    assert_one_line_error(&fit(&path), "stimulus ids are not in");
+    let path = out.join("rank5.npz");
+    write_responses(&path, &[1, 1, reps as u64, n as u64, neuroids as u64], &values, &ids, None);
+    assert_one_line_error(&fit(&path), "has shape [1, 1, 6, 200, 12]");
+    let mut with_nan = values.clone();
+    with_nan[5] = f64::NAN;
+    let path = out.join("nan.npz");
+    write_responses(&path, &[reps as u64, n as u64, neuroids as u64], &with_nan, &ids, None);
+    assert_one_line_error(&fit(&path), "holds NaN at bin 0, repetition 0, stimulus 0, neuroid 5");
+    assert!(!out.join("bad").join("neural_fit.json").exists());
+    let o = run(plastic().args(["features", "--pool", "max", "--run"]).arg(run_dir).arg("--stimuli").arg(&stimuli));
+    assert_one_line_error(&o, "--pool \"max\"");
+    let o = run(plastic().args(["features", "--layers", "v1", "--run"]).arg(run_dir).arg("--stimuli").arg(&stimuli));
+    assert_one_line_error(&o, "no layer \"v1\"");
+    let o = run(plastic().args(["ost", "--run"]).arg(run_dir).arg("--stimuli").arg(out.join("missing")));
+    assert_one_line_error(&o, "missing");
 }
 
 #[test]

@@ -349,6 +349,55 @@ impl Cnn {
         (flat.expect("the zoo ends every network with a dense readout"), direct)
     }
 
+    /// The names of [`Cnn::stage_outputs`], in forward order, without running anything.
+    pub fn feature_layers(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::with_capacity(self.stages.len());
+        for (index, stage) in self.stages.iter().enumerate() {
+            let previous = names.last().map_or_else(|| format!("stage{index}"), |n: &String| n.split('.').next().unwrap_or(n).to_string());
+            names.push(match stage {
+                Stage::Conv(c) => c.name.clone(),
+                Stage::Residual(r) => r.name.clone(),
+                Stage::Dense(d) => d.name.clone(),
+                Stage::Pool(_) => format!("{previous}.pool"),
+                Stage::NormAct(_) => format!("{previous}.norm"),
+            });
+        }
+        names
+    }
+
+    /// Every stage's output on `x`, in forward order, as `[batch, c, h, w]` (a dense layer's
+    /// `[batch, units]` as `[batch, units, 1, 1]`): a convolution with its nonlinearity,
+    /// normalisation and pooling, a residual block's output, a dense layer's activation. The
+    /// features that neural comparisons read; run it on an evaluation-mode model.
+    pub fn stage_outputs(&self, x: Tensor<4>) -> Vec<(String, Tensor<4>)> {
+        let names = self.feature_layers();
+        let mut out = Vec::with_capacity(self.stages.len());
+        let mut map = Some(x);
+        let mut flat: Option<Tensor<2>> = None;
+        for (stage, name) in self.stages.iter().zip(names) {
+            match stage {
+                Stage::Dense(d) => {
+                    let input = flat.take().unwrap_or_else(|| map.take().expect("a map before the first dense layer").flatten(1, 3));
+                    flat = Some(d.forward(input));
+                }
+                Stage::Conv(c) => map = map.map(|x| c.forward(x)),
+                Stage::Residual(r) => map = map.map(|x| r.forward(x)),
+                Stage::Pool(p) => map = map.map(|x| pool(x, p.op)),
+                Stage::NormAct(n) => map = map.map(|x| n.activation.apply(n.norm.forward(x))),
+            }
+            let y = match (&map, &flat) {
+                (Some(m), _) => m.clone(),
+                (None, Some(f)) => {
+                    let [b, u] = f.dims();
+                    f.clone().reshape([b, u, 1, 1])
+                }
+                (None, None) => unreachable!("every stage has an output"),
+            };
+            out.push((name, y));
+        }
+        out
+    }
+
     /// Output units of all feedback layers (the "neurons" of the network).
     pub fn units(&self) -> usize {
         self.summary.iter().map(|l| l.output.iter().product::<usize>()).sum()

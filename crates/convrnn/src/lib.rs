@@ -418,10 +418,7 @@ impl ConvRnn {
         let mut outputs: Vec<Tensor<4>> = self.layers.iter().map(|l| zeros(l.wiring.channels, l.wiring.output_size)).collect();
         let mut states: Vec<CellState> = self.layers.iter().map(|l| l.cell.zero_state(n, l.wiring.channels, l.wiring.cell_size, &device)).collect();
         let blank = images.clone().ones_like() * self.plan.blank as f64;
-        let readout = |outputs: &[Tensor<4>]| {
-            let last = outputs.last().expect("at least one layer").clone();
-            self.readout.forward(last.mean_dim(3).mean_dim(2).flatten(1, 3))
-        };
+        let readout = |outputs: &[Tensor<4>]| self.read_out(outputs.last().expect("at least one layer").clone());
         // The readout reads the last layer's output of the previous step.
         let mut logits = Vec::with_capacity(self.plan.times);
         logits.push(readout(&outputs));
@@ -463,6 +460,12 @@ impl ConvRnn {
             }
         }
         Unrolled { logits, layer_outputs: recorded }
+    }
+
+    /// The readout of the last layer's output `last` (`[batch, c, h, w]`): its spatial mean
+    /// through the readout layer, `[batch, classes]`.
+    pub fn read_out(&self, last: Tensor<4>) -> Tensor<2> {
+        self.readout.forward(last.mean_dim(3).mean_dim(2).flatten(1, 3))
     }
 
     /// The logits of the loss steps.

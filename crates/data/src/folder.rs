@@ -97,8 +97,19 @@ pub fn load(root: &Path, class_names: Option<&[String]>, resolution: usize, chan
 
 /// Decodes one file into `out` (`[channels, resolution, resolution]`).
 fn decode(path: &Path, resolution: usize, channels: usize, out: &mut [u8]) -> Result<()> {
+    fit(&open_image(path)?, resolution, channels, out).map_err(|m| DataError::format(path, m))
+}
+
+/// Decodes one image file.
+pub(crate) fn open_image(path: &Path) -> Result<image::DynamicImage> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let img = image::load_from_memory(&bytes).map_err(|e| DataError::format(path, format!("cannot decode image ({e})")))?;
+    image::load_from_memory(&bytes).map_err(|e| DataError::format(path, format!("cannot decode image ({e})")))
+}
+
+/// Resizes `img`'s shorter side to `resolution` (triangle filter), centre-crops it square and
+/// writes it to `out` as `[channels, resolution, resolution]` (luma for 1 channel, RGB for 3):
+/// the one geometry every image a network sees goes through, in training and afterwards.
+pub(crate) fn fit(img: &image::DynamicImage, resolution: usize, channels: usize, out: &mut [u8]) -> std::result::Result<(), String> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let scale = resolution as f64 / w.min(h) as f64;
     let (nw, nh) = (((w as f64 * scale).round() as u32).max(resolution as u32), ((h as f64 * scale).round() as u32).max(resolution as u32));
@@ -125,7 +136,7 @@ fn decode(path: &Path, resolution: usize, channels: usize, out: &mut [u8]) -> Re
                 }
             }
         }
-        other => return Err(DataError::Config(format!("image_folder channels must be 1 or 3, not {other}"))),
+        other => return Err(format!("channels must be 1 or 3, not {other}")),
     }
     Ok(())
 }

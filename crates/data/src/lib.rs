@@ -23,7 +23,9 @@ mod error;
 pub mod folder;
 mod loader;
 pub mod mnist;
+mod preprocessing;
 mod set;
+mod stimuli;
 pub mod synthetic;
 mod transform;
 
@@ -37,7 +39,9 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{DataError, Result};
 pub use loader::{BatchStream, LoaderSeeds, TrainLoader, eval_batches};
+pub use preprocessing::{PREPROCESSING_FILE, Preprocessing};
 pub use set::ImageSet;
+pub use stimuli::Stimuli;
 pub use synthetic::{Pattern, SyntheticConfig};
 pub use transform::{Augmentation, Batch, Normalization, make_batch};
 

@@ -28,12 +28,14 @@
 //! }
 //! ```
 
+mod bars;
 mod draw;
 mod heatmap;
 mod line;
 mod run;
 mod scatter;
 
+pub use bars::{BarChart, bar_chart};
 pub use heatmap::{HeatMap, heat_map};
 pub use line::{LineChart, NamedSeries, line_chart, line_chart_with_ticks};
 pub use run::plot_run;

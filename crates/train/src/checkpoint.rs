@@ -155,3 +155,37 @@ pub fn load_run(dir: &crate::run_dir::RunDir, checkpoint: Option<&Path>, device:
     let (model, meta) = load(&path, model, &mut optimizer, device)?;
     Ok(LoadedRun { config, splits, model, step: meta.step, checkpoint: path })
 }
+
+/// A trained model loaded back without its training data: for showing it new images.
+pub struct LoadedModel {
+    pub config: crate::config::RunConfig,
+    pub preprocessing: plastic_data::Preprocessing,
+    pub model: crate::network::Network,
+    pub step: usize,
+    pub checkpoint: std::path::PathBuf,
+}
+
+/// Loads `dir`'s config, preprocessing and model at `checkpoint` (default: the latest) on
+/// `device`, reading the training data only for a run written before runs kept their
+/// `preprocessing.json` (its preprocessing is then recomputed from the data, not saved).
+pub fn load_model(dir: &crate::run_dir::RunDir, checkpoint: Option<&Path>, device: &Device) -> Result<LoadedModel> {
+    if !dir.config().exists() {
+        return Err(TrainError::Run(format!("{} is not a run directory (no config.toml)", dir.root.display())));
+    }
+    if !dir.preprocessing().exists() {
+        let run = load_run(dir, checkpoint, device)?;
+        let preprocessing = plastic_data::Preprocessing::of(&run.splits, run.config.data.kind);
+        return Ok(LoadedModel { config: run.config, preprocessing, model: run.model, step: run.step, checkpoint: run.checkpoint });
+    }
+    let config = crate::config::RunConfig::load(&dir.config(), &[])?;
+    let preprocessing = plastic_data::Preprocessing::read(&dir.root)?;
+    let path = match checkpoint {
+        Some(p) => p.to_path_buf(),
+        None => dir.latest_checkpoint().map(|(_, p)| p).ok_or_else(|| TrainError::Run(format!("{} has no checkpoint yet", dir.root.display())))?,
+    };
+    let model = crate::network::Network::build(&config, preprocessing.shape(), preprocessing.num_classes(), device)?;
+    // The optimiser's state is read and dropped: a model-only load of a training checkpoint.
+    let mut optimizer = crate::trainer::build_optimizer(&config, &model, 1);
+    let (model, meta) = load(&path, model, &mut optimizer, device)?;
+    Ok(LoadedModel { config, preprocessing, model, step: meta.step, checkpoint: path })
+}

@@ -58,8 +58,9 @@ pub fn torch_tensors(model: &Network) -> BTreeMap<String, HostTensor> {
         .collect()
 }
 
-/// Writes `model` to `path` (atomically).
-pub fn export_safetensors(model: &Network, path: &Path) -> Result<()> {
+/// Writes `model` to `path` (atomically), with what an image must go through to be shown to
+/// it (`plastic.preprocessing`, JSON) when given.
+pub fn export_safetensors(model: &Network, preprocessing: Option<&plastic_data::Preprocessing>, path: &Path) -> Result<()> {
     let tensors = torch_tensors(model);
     // Each feedback layer's name → the exported prefix of its parameters.
     let ids = crate::optim::param_ids(model);
@@ -69,11 +70,14 @@ pub fn export_safetensors(model: &Network, path: &Path) -> Result<()> {
             layers.insert(name, torch_name(path).trim_end_matches(".weight").into());
         }
     }
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         ("format".to_string(), "pt".to_string()),
         ("plastic.layers".to_string(), serde_json::Value::Object(layers).to_string()),
         ("plastic.layout".to_string(), "conv kernels [out, in/groups, kh, kw]; linear [out, in]; feedback B in its layer's kernel layout".to_string()),
     ]);
+    if let Some(p) = preprocessing {
+        metadata.insert("plastic.preprocessing".to_string(), serde_json::to_string(p).expect("plain data"));
+    }
     write_atomic(path, &to_safetensors(&tensors, metadata))
 }
 

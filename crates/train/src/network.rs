@@ -70,6 +70,66 @@ impl Network {
         }
     }
 
+    /// The layers whose outputs [`Network::step_outputs`] returns, in forward order: a
+    /// ConvRNN's nodes, a CNN's stages ([`Cnn::stage_outputs`]).
+    pub fn feature_layers(&self) -> Vec<String> {
+        match self {
+            Network::Cnn(m) => m.feature_layers(),
+            Network::ConvRnn(m) => m.layers.iter().map(|l| l.wiring.name.clone()).collect(),
+        }
+    }
+
+    /// Time steps of a forward pass: a ConvRNN's T, 1 for a CNN.
+    pub fn times(&self) -> usize {
+        match self {
+            Network::Cnn(_) => 1,
+            Network::ConvRnn(m) => m.plan.times,
+        }
+    }
+
+    /// A ConvRNN unrolled for `times` steps with the image shown for the first `image_off`
+    /// (each `None` keeps the run's); a CNN is returned as it is.
+    pub fn with_timing(mut self, times: Option<usize>, image_off: Option<usize>) -> Result<Self> {
+        if let Network::ConvRnn(m) = &mut self {
+            if let Some(t) = times {
+                if t == 0 {
+                    return Err(TrainError::Config("the number of time steps must be at least 1".into()));
+                }
+                // A run that showed the image throughout keeps doing so over a longer unroll.
+                if m.plan.image_off >= m.plan.times && image_off.is_none() {
+                    m.plan.image_off = t;
+                }
+                m.plan.times = t;
+                m.plan.loss_start = m.plan.loss_start.min(t - 1);
+            }
+            if let Some(off) = image_off {
+                m.plan.image_off = off;
+            }
+            m.plan.image_off = m.plan.image_off.min(m.plan.times);
+        }
+        Ok(self)
+    }
+
+    /// Every feature layer's output at every time step (`[step][layer]`, `[batch, c, h, w]`;
+    /// one step for a CNN) and the readout's logits read from the last layer at each step.
+    /// Call it on an evaluation-mode model ([`Module::valid`]) with images on its device.
+    pub fn step_outputs(&self, images: Tensor<4>) -> (Vec<Vec<Tensor<4>>>, Vec<Tensor<2>>) {
+        match self {
+            Network::Cnn(m) => {
+                let outputs: Vec<Tensor<4>> = m.stage_outputs(images).into_iter().map(|(_, t)| t).collect();
+                let last = outputs.last().expect("a network has stages").clone();
+                let [b, u, ..] = last.dims();
+                (vec![outputs], vec![last.reshape([b, u])])
+            }
+            Network::ConvRnn(m) => {
+                let unrolled = m.forward(images, true);
+                let steps = unrolled.layer_outputs.expect("recorded");
+                let logits = steps.iter().map(|layers| m.read_out(layers.last().expect("at least one layer").clone())).collect();
+                (steps, logits)
+            }
+        }
+    }
+
     /// Direct feedback alignment's error projections for a forward pass: the output error
     /// e = ∂L/∂logits = (softmax(z) − onehot(t)) / batch (mean cross-entropy), in closed form
     /// without a graph, and for each direct-feedback stage c = e·Bᵀ, shaped like its input.

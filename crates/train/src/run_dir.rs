@@ -18,6 +18,12 @@ impl RunDir {
         self.root.join("config.toml")
     }
 
+    /// What an image must go through to be shown to the run's network
+    /// ([`plastic_data::Preprocessing`]).
+    pub fn preprocessing(&self) -> PathBuf {
+        self.root.join(plastic_data::PREPROCESSING_FILE)
+    }
+
     pub fn metrics(&self) -> PathBuf {
         self.root.join("metrics.jsonl")
     }

@@ -391,6 +391,10 @@ fn factor(f: f64) -> String {
 /// Trains `config` on `splits` and writes the run directory.
 pub fn train(config: &RunConfig, splits: &Splits, options: &TrainOptions, observer: &mut dyn TrainObserver) -> Result<Summary> {
     let (dir, checkpoint) = prepare_dir(config, options)?;
+    // What the run needs to be shown new images without its training data (features,
+    // solution times, neural fits, the PyTorch bridge); rewritten on resume, same content.
+    let preprocessing = plastic_data::Preprocessing::of(splits, config.data.kind);
+    write_atomic(&dir.preprocessing(), preprocessing.to_json().as_bytes())?;
     let device = options.device.device.clone().autodiff();
     let inner = device.clone().without_autodiff();
     let mut model = Network::build(config, splits.shape(), splits.num_classes(), &device)?;

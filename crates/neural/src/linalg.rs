@@ -1,0 +1,154 @@
+//! The linear algebra under PCA and ridge regression, on `faer`: Gram matrices of wide feature
+//! arrays (built in column blocks so a 2,000 × 65,536 layer never becomes one f64 matrix),
+//! kernel centring, and the leading eigenpairs of a symmetric matrix.
+//!
+//! Every regression of `neural-fit` works from the Gram matrix G = X Xᵀ of the stimuli's
+//! features (N × N, whatever the layer's width): the principal components of a training fold
+//! are the eigenvectors of its centred Gram matrix, and their scores on held-out stimuli come
+//! from the cross-Gram block, so PCA is fitted on the training stimuli only without ever
+//! forming the p × p covariance.
+
+use faer::{Mat, Side};
+
+/// Columns per block when accumulating a Gram matrix.
+const BLOCK: usize = 2048;
+
+/// G = X Xᵀ (f64) of `x`, row-major `[rows × cols]` f32.
+pub fn gram(x: &[f32], rows: usize, cols: usize) -> Mat<f64> {
+    assert_eq!(x.len(), rows * cols);
+    let mut g = Mat::<f64>::zeros(rows, rows);
+    let mut start = 0;
+    while start < cols {
+        let width = BLOCK.min(cols - start);
+        let block = Mat::<f64>::from_fn(rows, width, |i, j| x[i * cols + start + j] as f64);
+        faer::linalg::matmul::matmul(g.as_mut(), faer::Accum::Add, block.as_ref(), block.transpose(), 1.0, faer::get_global_parallelism());
+        start += width;
+    }
+    g
+}
+
+/// The centred kernel blocks of a split: for training rows `train` and other rows `test` of a
+/// Gram matrix `g`, K_tr = H G_tt H and K_te = (G_et − 1 aᵀ)H-style centring with the
+/// training mean, i.e. the Gram matrices of features centred by the training rows' mean.
+pub fn centred_blocks(g: &Mat<f64>, train: &[usize], test: &[usize]) -> (Mat<f64>, Mat<f64>) {
+    let n = train.len() as f64;
+    // a_i = mean_j G[train_i, train_j]; c = mean of a; b_e = mean_j G[test_e, train_j].
+    let a: Vec<f64> = train.iter().map(|&i| train.iter().map(|&j| g[(i, j)]).sum::<f64>() / n).collect();
+    let c = a.iter().sum::<f64>() / n;
+    let b: Vec<f64> = test.iter().map(|&e| train.iter().map(|&j| g[(e, j)]).sum::<f64>() / n).collect();
+    let k_tr = Mat::<f64>::from_fn(train.len(), train.len(), |i, j| g[(train[i], train[j])] - a[i] - a[j] + c);
+    let k_te = Mat::<f64>::from_fn(test.len(), train.len(), |e, j| g[(test[e], train[j])] - b[e] - a[j] + c);
+    (k_tr, k_te)
+}
+
+/// The leading eigenpairs of symmetric `k`: at most `max` of them, in decreasing order, keeping
+/// only eigenvalues above `1e-10 ·` the largest (the rest are rounding noise of a rank-deficient
+/// kernel). Each eigenvector's sign is fixed so that its largest-magnitude entry is positive, so
+/// the result does not depend on the eigensolver's choice.
+pub fn leading_eigen(k: &Mat<f64>, max: usize) -> (Vec<f64>, Mat<f64>) {
+    let n = k.nrows();
+    if n == 0 {
+        return (Vec::new(), Mat::zeros(0, 0));
+    }
+    let evd = k.self_adjoint_eigen(Side::Lower).expect("the eigensolver converges on a finite symmetric matrix");
+    let (s, u) = (evd.S().column_vector(), evd.U());
+    let top = s[n - 1].max(0.0);
+    let keep: Vec<usize> = (0..n).rev().take_while(|&j| s[j] > 1e-10 * top && s[j] > 0.0).take(max).collect();
+    let values = keep.iter().map(|&j| s[j]).collect();
+    let vectors = Mat::<f64>::from_fn(n, keep.len(), |i, c| {
+        let j = keep[c];
+        let col = u.col(j);
+        let pivot = (0..n).max_by(|&a, &b| col[a].abs().total_cmp(&col[b].abs())).unwrap_or(0);
+        if col[pivot] < 0.0 { -u[(i, j)] } else { u[(i, j)] }
+    });
+    (values, vectors)
+}
+
+/// Principal-component scores of a split from its centred kernel blocks: the training rows'
+/// scores Z_tr = U √λ and the held-out rows' Z_te = K_te U / √λ, for at most `max` components.
+/// Z_tr's columns are orthogonal with squared norms λ (its singular values are √λ, its left
+/// singular vectors U), which ridge regression uses directly.
+pub struct Components {
+    pub values: Vec<f64>,
+    /// `[train × k]` eigenvectors of K_tr.
+    pub u: Mat<f64>,
+    /// `[train × k]`.
+    pub train: Mat<f64>,
+    /// `[test × k]`.
+    pub test: Mat<f64>,
+}
+
+pub fn components(k_tr: &Mat<f64>, k_te: &Mat<f64>, max: usize) -> Components {
+    let (values, u) = leading_eigen(k_tr, max);
+    let root: Vec<f64> = values.iter().map(|v| v.sqrt()).collect();
+    let train = Mat::<f64>::from_fn(u.nrows(), u.ncols(), |i, j| u[(i, j)] * root[j]);
+    let mut test = k_te * &u;
+    for j in 0..test.ncols() {
+        for i in 0..test.nrows() {
+            test[(i, j)] /= root[j];
+        }
+    }
+    Components { values, u, train, test }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..rows * cols).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    #[test]
+    fn the_gram_matrix_matches_a_direct_sum_across_blocks() {
+        let (rows, cols) = (5, 2 * BLOCK + 7);
+        let x = data(rows, cols, 1);
+        let g = gram(&x, rows, cols);
+        for i in 0..rows {
+            for j in 0..rows {
+                let direct: f64 = (0..cols).map(|k| x[i * cols + k] as f64 * x[j * cols + k] as f64).sum();
+                assert!((g[(i, j)] - direct).abs() < 1e-9 * direct.abs().max(1.0));
+            }
+        }
+    }
+
+    /// Kernel PCA scores equal the projections of explicitly centred features on the
+    /// covariance's eigenvectors (up to sign, fixed the same way on both sides here by
+    /// comparing absolute values of inner products).
+    #[test]
+    fn kernel_scores_are_the_projections_of_centred_features() {
+        let (rows, cols) = (12, 5);
+        let x = data(rows, cols, 2);
+        let g = gram(&x, rows, cols);
+        let train: Vec<usize> = (0..9).collect();
+        let test: Vec<usize> = (9..12).collect();
+        let (k_tr, k_te) = centred_blocks(&g, &train, &test);
+        let c = components(&k_tr, &k_te, 10);
+        assert_eq!(c.values.len(), 5, "rank = feature count");
+        // Explicit: centre by the training mean, covariance eigenvectors V, scores X_c V.
+        let mean: Vec<f64> = (0..cols).map(|k| train.iter().map(|&i| x[i * cols + k] as f64).sum::<f64>() / 9.0).collect();
+        let xc = |i: usize| Mat::<f64>::from_fn(1, cols, |_, k| x[i * cols + k] as f64 - mean[k]);
+        let xt = Mat::<f64>::from_fn(9, cols, |r, k| x[train[r] * cols + k] as f64 - mean[k]);
+        let cov = xt.transpose() * &xt;
+        let (vals, v) = leading_eigen(&cov, 10);
+        for (a, b) in vals.iter().zip(&c.values) {
+            assert!((a - b).abs() < 1e-9 * a.abs().max(1.0), "eigenvalues {a} vs {b}");
+        }
+        for (row, &i) in test.iter().enumerate() {
+            let explicit = xc(i) * &v;
+            for j in 0..5 {
+                assert!((explicit[(0, j)].abs() - c.test[(row, j)].abs()).abs() < 1e-8, "test score {row},{j}");
+            }
+        }
+        // Training scores: orthogonal columns with squared norms λ.
+        let ztz = c.train.transpose() * &c.train;
+        for a in 0..5 {
+            for b in 0..5 {
+                let want = if a == b { c.values[a] } else { 0.0 };
+                assert!((ztz[(a, b)] - want).abs() < 1e-8 * c.values[0]);
+            }
+        }
+    }
+}
