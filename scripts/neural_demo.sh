@@ -18,7 +18,7 @@ mkdir -p "$OUT"
 
 ls "$RUN"/checkpoints/step-*.safetensors >/dev/null 2>&1 || "$PLASTIC" train --config configs/convrnn_quickstart.toml
 "$PYTHON" scripts/neural_sklearn.py stimuli "$OUT" 500
-"$PLASTIC" features --run "$RUN" --stimuli "$OUT/stimuli.npz" --pool avg --out "$OUT/features.npz"
+"$PLASTIC" features --run "$RUN" --stimuli "$OUT/stimuli.npz" --out "$OUT/features.npz"
 "$PYTHON" scripts/neural_sklearn.py responses "$OUT" V4=conv2.t03,IT=conv3.t06
 for method in ridge pls; do
     "$PLASTIC" neural-fit --run "$RUN" --stimuli "$OUT/stimuli.npz" --responses "$OUT/responses.npz" --method "$method" --out "$OUT/fit-$method"

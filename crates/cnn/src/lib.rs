@@ -288,6 +288,23 @@ fn stage_rule(stage: &Stage) -> Option<LayerRule> {
     }
 }
 
+impl Stage {
+    /// Runs the stage on the network's state: a feature map, or after the first dense layer
+    /// a flat vector (a map is flattened on entering a dense layer).
+    fn forward(&self, map: &mut Option<Tensor<4>>, flat: &mut Option<Tensor<2>>) {
+        match self {
+            Stage::Dense(d) => {
+                let input = flat.take().unwrap_or_else(|| map.take().expect("a map before the first dense layer").flatten(1, 3));
+                *flat = Some(d.forward(input));
+            }
+            Stage::Conv(c) => *map = map.take().map(|x| c.forward(x)),
+            Stage::Residual(r) => *map = map.take().map(|x| r.forward(x)),
+            Stage::Pool(p) => *map = map.take().map(|x| pool(x, p.op)),
+            Stage::NormAct(n) => *map = map.take().map(|x| n.activation.apply(n.norm.forward(x))),
+        }
+    }
+}
+
 impl Cnn {
     /// `[batch, c, h, w] → [batch, classes]` logits.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
@@ -335,16 +352,7 @@ impl Cnn {
                 };
                 direct.push(DirectInput { name: dfa.name.clone(), input: handed, feedback });
             }
-            match stage {
-                Stage::Dense(d) => {
-                    let input = flat.take().unwrap_or_else(|| map.take().expect("a map before the first dense layer").flatten(1, 3));
-                    flat = Some(d.forward(input));
-                }
-                Stage::Conv(c) => map = map.map(|x| c.forward(x)),
-                Stage::Residual(r) => map = map.map(|x| r.forward(x)),
-                Stage::Pool(p) => map = map.map(|x| pool(x, p.op)),
-                Stage::NormAct(n) => map = map.map(|x| n.activation.apply(n.norm.forward(x))),
-            }
+            stage.forward(&mut map, &mut flat);
         }
         (flat.expect("the zoo ends every network with a dense readout"), direct)
     }
@@ -375,16 +383,7 @@ impl Cnn {
         let mut map = Some(x);
         let mut flat: Option<Tensor<2>> = None;
         for (stage, name) in self.stages.iter().zip(names) {
-            match stage {
-                Stage::Dense(d) => {
-                    let input = flat.take().unwrap_or_else(|| map.take().expect("a map before the first dense layer").flatten(1, 3));
-                    flat = Some(d.forward(input));
-                }
-                Stage::Conv(c) => map = map.map(|x| c.forward(x)),
-                Stage::Residual(r) => map = map.map(|x| r.forward(x)),
-                Stage::Pool(p) => map = map.map(|x| pool(x, p.op)),
-                Stage::NormAct(n) => map = map.map(|x| n.activation.apply(n.norm.forward(x))),
-            }
+            stage.forward(&mut map, &mut flat);
             let y = match (&map, &flat) {
                 (Some(m), _) => m.clone(),
                 (None, Some(f)) => {

@@ -73,17 +73,23 @@ pub fn load(root: &Path, class_names: Option<&[String]>, resolution: usize, chan
             files.iter().map(move |f| (f.clone(), label))
         })
         .collect();
+    let files: Vec<&Path> = items.iter().map(|(p, _)| p.as_path()).collect();
+    let pixels = decode_all(&files, resolution, channels, threads)?;
+    ImageSet::new(pixels, items.iter().map(|(_, l)| *l).collect(), [channels, resolution, resolution], names)
+}
+
+/// Decodes `files` into `[files, channels, resolution, resolution]` bytes on `threads` threads.
+pub(crate) fn decode_all(files: &[&Path], resolution: usize, channels: usize, threads: usize) -> Result<Vec<u8>> {
     let image_len = channels * resolution * resolution;
-    let mut pixels = vec![0u8; items.len() * image_len];
-    let threads = threads.max(1);
-    let chunk = items.len().div_ceil(threads).max(1);
+    let mut pixels = vec![0u8; files.len() * image_len];
+    let chunk = files.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = items
+        let handles: Vec<_> = files
             .chunks(chunk)
             .zip(pixels.chunks_mut(chunk * image_len))
-            .map(|(items, out)| {
+            .map(|(files, out)| {
                 scope.spawn(move || -> Result<()> {
-                    for ((path, _), out) in items.iter().zip(out.chunks_exact_mut(image_len)) {
+                    for (path, out) in files.iter().zip(out.chunks_exact_mut(image_len)) {
                         decode(path, resolution, channels, out)?;
                     }
                     Ok(())
@@ -92,7 +98,7 @@ pub fn load(root: &Path, class_names: Option<&[String]>, resolution: usize, chan
             .collect();
         handles.into_iter().try_for_each(|h| h.join().expect("image decoding thread panicked"))
     })?;
-    ImageSet::new(pixels, items.iter().map(|(_, l)| *l).collect(), [channels, resolution, resolution], names)
+    Ok(pixels)
 }
 
 /// Decodes one file into `out` (`[channels, resolution, resolution]`).
@@ -101,7 +107,7 @@ fn decode(path: &Path, resolution: usize, channels: usize, out: &mut [u8]) -> Re
 }
 
 /// Decodes one image file.
-pub(crate) fn open_image(path: &Path) -> Result<image::DynamicImage> {
+fn open_image(path: &Path) -> Result<image::DynamicImage> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     image::load_from_memory(&bytes).map_err(|e| DataError::format(path, format!("cannot decode image ({e})")))
 }

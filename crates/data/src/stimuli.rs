@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::error::{DataError, Result};
-use crate::folder::{fit, open_image};
+use crate::folder::{decode_all, fit};
 use crate::preprocessing::Preprocessing;
 use crate::set::ImageSet;
 use crate::transform::Batch;
@@ -133,26 +133,10 @@ fn load_folder(root: &Path, prep: &Preprocessing) -> Result<Stimuli> {
     if items.is_empty() {
         return Err(DataError::format(root, "no .png/.jpg/.jpeg image in the folder or its sub-folders"));
     }
-    let shape = prep.shape();
-    let len = shape.iter().product::<usize>();
-    let mut pixels = vec![0u8; items.len() * len];
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let chunk = items.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .zip(pixels.chunks_mut(chunk * len))
-            .map(|(items, out)| {
-                scope.spawn(move || -> Result<()> {
-                    for ((path, ..), out) in items.iter().zip(out.chunks_exact_mut(len)) {
-                        fit(&open_image(path)?, prep.height, prep.channels, out).map_err(|m| DataError::format(path, m))?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles.into_iter().try_for_each(|h| h.join().expect("image decoding thread panicked"))
-    })?;
+    let files: Vec<&Path> = items.iter().map(|(p, ..)| p.as_path()).collect();
+    let pixels = decode_all(&files, prep.height, prep.channels, threads)?;
+    let shape = prep.shape();
     let (ids, labels) = items.into_iter().map(|(_, id, label)| (id, label)).unzip();
     Ok(Stimuli { ids, labels, pixels, shape, source: root.to_path_buf() })
 }
@@ -205,21 +189,25 @@ fn load_npz(path: &Path, prep: &Preprocessing) -> Result<Stimuli> {
         };
         fit(&img, prep.height, prep.channels, out).map_err(&bad)?;
     }
-    let strings = |npz: &mut npyz::npz::NpzArchive<std::io::BufReader<std::fs::File>>, name: &str| -> Result<Option<Vec<String>>> {
-        match npz.by_name(name).map_err(|e| bad(e.to_string()))? {
-            None => Ok(None),
-            Some(a) => {
-                let v = a.into_vec::<String>().map_err(|e| bad(format!("array `{name}` must hold strings ({e})")))?;
-                if v.len() != n {
-                    return Err(bad(format!("array `{name}` has {} entries for {n} images", v.len())));
-                }
-                Ok(Some(v))
-            }
-        }
-    };
-    let ids = strings(&mut npz, "stimulus_id")?.unwrap_or_else(|| (0..n).map(|i| i.to_string()).collect());
-    let labels = strings(&mut npz, "labels")?.map_or_else(|| vec![None; n], |v| v.into_iter().map(Some).collect());
+    let ids = npz_strings(&mut npz, "stimulus_id", n, path)?.unwrap_or_else(|| (0..n).map(|i| i.to_string()).collect());
+    let labels = npz_strings(&mut npz, "labels", n, path)?.map_or_else(|| vec![None; n], |v| v.into_iter().map(Some).collect());
     Ok(Stimuli { ids, labels, pixels, shape: out_shape, source: path.to_path_buf() })
+}
+
+/// The string array `name` of an open NPZ at `path`, which must hold `len` entries; `None`
+/// when the archive has no such array.
+pub fn npz_strings(npz: &mut npyz::npz::NpzArchive<std::io::BufReader<std::fs::File>>, name: &str, len: usize, path: &Path) -> Result<Option<Vec<String>>> {
+    let bad = |m: String| DataError::format(path, m);
+    match npz.by_name(name).map_err(|e| bad(e.to_string()))? {
+        None => Ok(None),
+        Some(a) => {
+            let v = a.into_vec::<String>().map_err(|e| bad(format!("array `{name}` must hold strings ({e})")))?;
+            if v.len() != len {
+                return Err(bad(format!("array `{name}` has {} entries for {len} rows", v.len())));
+            }
+            Ok(Some(v))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -301,7 +301,8 @@ pub fn pca_scores(x: &[f32], rows: usize, cols: usize, k: usize) -> (Vec<f32>, u
     let g = gram(x, rows, cols);
     let all: Vec<usize> = (0..rows).collect();
     let (centred, _) = centred_blocks(&g, &all, &[]);
-    let (values, u) = leading_eigen(&centred, k);
+    let energy: f64 = (0..rows).map(|i| g[(i, i)]).sum();
+    let (values, u) = leading_eigen(&centred, k, 1e-10 * energy);
     let kept = values.len();
     let mut out = Vec::with_capacity(rows * kept);
     for i in 0..rows {

@@ -203,7 +203,8 @@ pub fn fit(features: &dyn FeatureSource, rows: &[usize], responses: &Responses, 
         for held in &folds {
             let train: Vec<usize> = (0..n).filter(|i| held.binary_search(i).is_err()).collect();
             let (k_tr, k_te) = centred_blocks(&g, &train, held);
-            let c = components(&k_tr, &k_te, options.pca_components);
+            let energy: f64 = train.iter().map(|&i| g[(i, i)]).sum();
+            let c = components(&k_tr, &k_te, options.pca_components, energy);
             if c.values.is_empty() {
                 // A constant layer (e.g. before any input arrives): nothing predicts.
                 r_folds.push(vec![f64::NAN; q]);

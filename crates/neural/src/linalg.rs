@@ -42,10 +42,12 @@ pub fn centred_blocks(g: &Mat<f64>, train: &[usize], test: &[usize]) -> (Mat<f64
 }
 
 /// The leading eigenpairs of symmetric `k`: at most `max` of them, in decreasing order, keeping
-/// only eigenvalues above `1e-10 ·` the largest (the rest are rounding noise of a rank-deficient
-/// kernel). Each eigenvector's sign is fixed so that its largest-magnitude entry is positive, so
-/// the result does not depend on the eigensolver's choice.
-pub fn leading_eigen(k: &Mat<f64>, max: usize) -> (Vec<f64>, Mat<f64>) {
+/// only eigenvalues above `1e-10 ·` the largest and above `floor` (the rest are rounding noise:
+/// of a rank-deficient kernel, or of features that are constant up to rounding, whose centred
+/// kernel is all noise however its eigenvalues compare among themselves). Each eigenvector's
+/// sign is fixed so that its largest-magnitude entry is positive, so the result does not depend
+/// on the eigensolver's choice.
+pub fn leading_eigen(k: &Mat<f64>, max: usize, floor: f64) -> (Vec<f64>, Mat<f64>) {
     let n = k.nrows();
     if n == 0 {
         return (Vec::new(), Mat::zeros(0, 0));
@@ -53,7 +55,7 @@ pub fn leading_eigen(k: &Mat<f64>, max: usize) -> (Vec<f64>, Mat<f64>) {
     let evd = k.self_adjoint_eigen(Side::Lower).expect("the eigensolver converges on a finite symmetric matrix");
     let (s, u) = (evd.S().column_vector(), evd.U());
     let top = s[n - 1].max(0.0);
-    let keep: Vec<usize> = (0..n).rev().take_while(|&j| s[j] > 1e-10 * top && s[j] > 0.0).take(max).collect();
+    let keep: Vec<usize> = (0..n).rev().take_while(|&j| s[j] > 1e-10 * top && s[j] > floor && s[j] > 0.0).take(max).collect();
     let values = keep.iter().map(|&j| s[j]).collect();
     let vectors = Mat::<f64>::from_fn(n, keep.len(), |i, c| {
         let j = keep[c];
@@ -78,8 +80,10 @@ pub struct Components {
     pub test: Mat<f64>,
 }
 
-pub fn components(k_tr: &Mat<f64>, k_te: &Mat<f64>, max: usize) -> Components {
-    let (values, u) = leading_eigen(k_tr, max);
+/// `energy` is the training rows' uncentred sum of squares (the trace of their Gram block):
+/// components whose variance is below `1e-10 · energy` are dropped as rounding noise.
+pub fn components(k_tr: &Mat<f64>, k_te: &Mat<f64>, max: usize, energy: f64) -> Components {
+    let (values, u) = leading_eigen(k_tr, max, 1e-10 * energy);
     let root: Vec<f64> = values.iter().map(|v| v.sqrt()).collect();
     let train = Mat::<f64>::from_fn(u.nrows(), u.ncols(), |i, j| u[(i, j)] * root[j]);
     let mut test = k_te * &u;
@@ -99,6 +103,19 @@ mod tests {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         (0..rows * cols).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    /// Features constant over the stimuli (a layer the input has not reached yet) give no
+    /// component, though rounding leaves their centred kernel a little non-zero.
+    #[test]
+    fn constant_features_have_no_components() {
+        let (rows, cols) = (30, 50);
+        let x: Vec<f32> = (0..rows * cols).map(|k| 0.1 + 0.37 * (k % cols) as f32).collect();
+        let g = gram(&x, rows, cols);
+        let train: Vec<usize> = (0..25).collect();
+        let (k_tr, k_te) = centred_blocks(&g, &train, &[25, 26]);
+        let energy: f64 = train.iter().map(|&i| g[(i, i)]).sum();
+        assert!(components(&k_tr, &k_te, 100, energy).values.is_empty());
     }
 
     #[test]
@@ -125,14 +142,14 @@ mod tests {
         let train: Vec<usize> = (0..9).collect();
         let test: Vec<usize> = (9..12).collect();
         let (k_tr, k_te) = centred_blocks(&g, &train, &test);
-        let c = components(&k_tr, &k_te, 10);
+        let c = components(&k_tr, &k_te, 10, 0.0);
         assert_eq!(c.values.len(), 5, "rank = feature count");
         // Explicit: centre by the training mean, covariance eigenvectors V, scores X_c V.
         let mean: Vec<f64> = (0..cols).map(|k| train.iter().map(|&i| x[i * cols + k] as f64).sum::<f64>() / 9.0).collect();
         let xc = |i: usize| Mat::<f64>::from_fn(1, cols, |_, k| x[i * cols + k] as f64 - mean[k]);
         let xt = Mat::<f64>::from_fn(9, cols, |r, k| x[train[r] * cols + k] as f64 - mean[k]);
         let cov = xt.transpose() * &xt;
-        let (vals, v) = leading_eigen(&cov, 10);
+        let (vals, v) = leading_eigen(&cov, 10, 0.0);
         for (a, b) in vals.iter().zip(&c.values) {
             assert!((a - b).abs() < 1e-9 * a.abs().max(1.0), "eigenvalues {a} vs {b}");
         }

@@ -116,7 +116,7 @@ mod tests {
         let train: Vec<usize> = (0..n).collect();
         let test: Vec<usize> = (n..n + 3).collect();
         let (k_tr, k_te) = centred_blocks(&g, &train, &test);
-        let c = components(&k_tr, &k_te, 100);
+        let c = components(&k_tr, &k_te, 100, 0.0);
         let alpha = 0.7;
         let (pred, chosen) = ridge(&c, &y, &[alpha]);
         assert_eq!(chosen, [alpha; 2]);
@@ -153,7 +153,7 @@ mod tests {
         let g = gram(&x, n + 10, p);
         let (train, test): (Vec<usize>, Vec<usize>) = ((0..n).collect(), (n..n + 10).collect());
         let (k_tr, k_te) = centred_blocks(&g, &train, &test);
-        let c = components(&k_tr, &k_te, 100);
+        let c = components(&k_tr, &k_te, 100, 0.0);
         let pred = pls(&c, &y, 25).unwrap();
         for (row, &e) in test.iter().enumerate() {
             assert!((pred[(row, 0)] - truth(e)).abs() < 1e-6, "{} vs {}", pred[(row, 0)], truth(e));

@@ -137,20 +137,8 @@ impl Responses {
                 values[k]
             )));
         }
-        let strings = |npz: &mut npyz::npz::NpzArchive<std::io::BufReader<std::fs::File>>, name: &str, len: usize| -> Result<Option<Vec<String>>> {
-            match npz.by_name(name).map_err(|e| bad(e.to_string()))? {
-                None => Ok(None),
-                Some(a) => {
-                    let v = a.into_vec::<String>().map_err(|e| bad(format!("array `{name}` must hold strings ({e})")))?;
-                    if v.len() != len {
-                        return Err(bad(format!("array `{name}` has {} entries; `responses` has {len}", v.len())));
-                    }
-                    Ok(Some(v))
-                }
-            }
-        };
-        let stimulus_ids = strings(&mut npz, "stimulus_id", stimuli)?.ok_or_else(|| bad("no `stimulus_id` array (the ids of the stimuli, in the order of `responses`)".into()))?;
-        let regions = strings(&mut npz, "region", neuroids)?.unwrap_or_else(|| vec!["all".to_string(); neuroids]);
+        let stimulus_ids = plastic_data::npz_strings(&mut npz, "stimulus_id", stimuli, path)?.ok_or_else(|| bad("no `stimulus_id` array (the ids of the stimuli, in the order of `responses`)".into()))?;
+        let regions = plastic_data::npz_strings(&mut npz, "region", neuroids, path)?.unwrap_or_else(|| vec!["all".to_string(); neuroids]);
         let time_bins = match npz.by_name("time_bins").map_err(|e| bad(e.to_string()))? {
             None => None,
             Some(a) => {
