@@ -4,7 +4,8 @@
 # one of its layers (a random linear map plus repetition noise), fits them with ridge and with
 # PLS (PCA to 50 components per training fold, so the reduction is exercised on the wider
 # layers), and scripts/neural_sklearn.py refits scikit-learn's PCA, RidgeCV and PLSRegression on
-# the same features and folds. Fails when a raw score differs by more than 0.01.
+# the same features and folds (an exact PCA on both sides). Fails when a raw score differs by
+# more than 0.002.
 #
 #   PYTHON=.venv/bin/python scripts/neural_check.sh
 #
@@ -24,5 +25,5 @@ OUT="${OUT:-$(mktemp -d)}"
 for method in ridge pls; do
     "$PLASTIC" neural-fit --run "$OUT/neural-check" --stimuli "$OUT/stimuli.npz" --responses "$OUT/responses.npz" \
         --method "$method" --folds 5 --pca 50 --out "$OUT/fit-$method" >/dev/null
-    "$PYTHON" scripts/neural_sklearn.py compare "$OUT" "$OUT/fit-$method" "$method" --tolerance 0.01
+    "$PYTHON" scripts/neural_sklearn.py compare "$OUT" "$OUT/fit-$method" "$method" --tolerance 0.002
 done

@@ -76,7 +76,7 @@ def compare(out, fit_dir, method, tolerance):
             train = np.setdiff1d(np.arange(n), held)
             xtr, xte = x[train], x[held]
             if x.shape[1] > max_components:
-                pca = PCA(n_components=min(max_components, len(train))).fit(xtr)
+                pca = PCA(n_components=min(max_components, len(train)), svd_solver="full").fit(xtr)
                 xtr, xte = pca.transform(xtr), pca.transform(xte)
             if np.allclose(xtr.std(0), 0):
                 per_fold.append(np.full(y.shape[1], np.nan))
