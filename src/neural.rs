@@ -143,12 +143,9 @@ fn subject(args: &SubjectArgs, layers: &[String], times: &str, pool: Pool) -> Re
 }
 
 /// A progress counter on stderr, where stderr is a terminal (logs get the summary line only).
-fn progress(label: &str) -> impl FnMut(usize, usize) + '_ {
-    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    move |done, total| {
-        if terminal {
-            eprint!("\r{label}: {done}/{total}{}", if done == total { "\n" } else { "" });
-        }
+fn show_progress(label: &str, done: usize, total: usize) {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprint!("\r{label}: {done}/{total}{}", if done == total { "\n" } else { "" });
     }
 }
 
@@ -157,7 +154,7 @@ pub fn run_features(args: FeaturesArgs) -> Result<(), crate::Failure> {
     let s = subject(&args.subject, &args.layers, &args.times, pool)?;
     let out = args.out.unwrap_or_else(|| args.subject.run.join("features.npz"));
     let options = FeatureOptions { pool, batch_size: args.subject.batch, ..FeatureOptions::default() };
-    let written = features(&s, &args.subject.stimuli, &options, &out, &mut progress("stimuli"))?;
+    let written = features(&s, &args.subject.stimuli, &options, &out, &mut |done, total| show_progress("stimuli", done, total))?;
     eprintln!("wrote {} ({} stimuli × {} arrays, {})", out.display(), written.stimuli, written.arrays.len(), plastic_neural::features::size_text(written.bytes));
     Ok(())
 }
@@ -167,13 +164,7 @@ pub fn run_neural_fit(args: NeuralFitArgs) -> Result<(), crate::Failure> {
     let s = subject(&args.subject, &args.layers, &args.times, Pool::None)?;
     let out = args.out.unwrap_or_else(|| args.subject.run.join("neural_fit"));
     let options = FitOptions { method, folds: args.folds, seed: args.seed, pca_components: args.pca.max(1), ..FitOptions::default() };
-    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut report = |stage: &str, done: usize, total: usize| {
-        if terminal {
-            eprint!("\r{stage}: {done}/{total}{}", if done == total { "\n" } else { "" });
-        }
-    };
-    let written = neural_fit(&s, &args.subject.stimuli, &args.responses, &options, args.subject.batch, &out, &mut report)?;
+    let written = neural_fit(&s, &args.subject.stimuli, &args.responses, &options, args.subject.batch, &out, &mut show_progress)?;
     for b in &written.report.best {
         println!("{}", serde_json::json!({ "region": b.region, "layer": b.layer, "step": b.step, "score": b.score }));
     }

@@ -215,9 +215,26 @@ pub fn size_text(bytes: u64) -> String {
     }
 }
 
-/// The arrays extraction would store, without running the network on more than one stimulus.
-pub fn plan(viewer: &Viewer, stimuli: &Stimuli, pool: Pool) -> Vec<ArrayInfo> {
+/// What an extraction will store and hold, found by running the network on one stimulus.
+pub struct Plan {
+    /// The arrays it stores, with `pool` applied.
+    pub arrays: Vec<ArrayInfo>,
+    pub pool: Pool,
+    /// Bytes of layer outputs (every layer, every step) one stimulus's forward pass holds.
+    pub per_image_bytes: usize,
+}
+
+impl Plan {
+    /// Bytes the store will take for `stimuli` stimuli.
+    pub fn store_bytes(&self, stimuli: usize) -> u64 {
+        self.arrays.iter().map(|a| stimuli as u64 * a.columns as u64 * 4).sum()
+    }
+}
+
+/// The plan of extracting `viewer`'s features of `stimuli` with `pool`.
+pub fn plan(viewer: &Viewer, stimuli: &Stimuli, pool: Pool) -> Plan {
     let (steps, _) = viewer.forward(stimuli, 0..1);
+    let per_image_bytes = steps.iter().flatten().map(|t| t.dims().iter().product::<usize>() * 4).sum();
     let all = viewer.model.feature_layers();
     let mut arrays = Vec::new();
     for &t in &viewer.times {
@@ -228,7 +245,7 @@ pub fn plan(viewer: &Viewer, stimuli: &Stimuli, pool: Pool) -> Vec<ArrayInfo> {
             arrays.push(ArrayInfo { layer: layer.clone(), step: t, shape: [c, h, w], columns });
         }
     }
-    arrays
+    Plan { arrays, pool, per_image_bytes }
 }
 
 /// Refuses, with the size and what to do, a store of `needed` bytes that would not fit in
@@ -247,10 +264,11 @@ pub fn check_space(needed: u64, path: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Extracts `viewer`'s features of `stimuli` into a store under `scratch` (pooling `Avg` as it
-/// goes; `Pca` is applied by [`write_npz`]). `progress(done)` is called after each batch.
-pub fn extract(viewer: &Viewer, stimuli: &Stimuli, pool: Pool, batch_size: usize, scratch: &Path, progress: &mut dyn FnMut(usize)) -> Result<FeatureStore> {
-    let arrays = plan(viewer, stimuli, pool);
+/// Extracts `viewer`'s features of `stimuli` as `plan` says into a store under `scratch`
+/// (pooling `Avg` as it goes; `Pca` is applied by [`write_npz`]). `progress(done)` is called
+/// after each batch.
+pub fn extract(viewer: &Viewer, stimuli: &Stimuli, plan: Plan, batch_size: usize, scratch: &Path, progress: &mut dyn FnMut(usize)) -> Result<FeatureStore> {
+    let Plan { arrays, pool, per_image_bytes } = plan;
     let store_pool = if pool == Pool::Avg { Pool::Avg } else { Pool::None };
     std::fs::create_dir_all(scratch).map_err(|e| NeuralError::io(scratch, e))?;
     let dir = scratch.join(format!(".features-{}-{}", std::process::id(), unique()));
@@ -263,9 +281,7 @@ pub fn extract(viewer: &Viewer, stimuli: &Stimuli, pool: Pool, batch_size: usize
     let index: Vec<usize> = store.arrays.iter().map(|a| all.iter().position(|l| *l == a.layer).expect("planned")).collect();
     // A forward pass keeps every layer's output at every step until the batch is stored:
     // keep that under OUTPUT_BUDGET bytes, whatever the requested batch.
-    let (steps, _) = viewer.forward(stimuli, 0..1);
-    let per_image: usize = steps.iter().flatten().map(|t| t.dims().iter().product::<usize>() * 4).sum();
-    let batch_size = batch_size.min(OUTPUT_BUDGET / per_image.max(1)).max(1);
+    let batch_size = batch_size.min(OUTPUT_BUDGET / per_image_bytes.max(1)).max(1);
     let mut start = 0;
     while start < stimuli.len() {
         let end = (start + batch_size).min(stimuli.len());

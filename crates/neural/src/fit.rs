@@ -188,6 +188,16 @@ pub fn fit(features: &dyn FeatureSource, rows: &[usize], responses: &Responses, 
         .map(|m| (0..bins).map(|b| reliability[b].as_ref().map(|rel| median(m.iter().map(|&j| rel[j])))).collect())
         .collect();
     let folds = kfold(n, options.folds, options.seed);
+    // What depends on the fold only, not on the layer: training rows and both targets.
+    let splits: Vec<(Vec<usize>, Mat<f64>, Mat<f64>)> = folds
+        .iter()
+        .map(|held| {
+            let train: Vec<usize> = (0..n).filter(|i| held.binary_search(i).is_err()).collect();
+            let y_tr = Mat::<f64>::from_fn(train.len(), q, |i, t| y[(train[i], t)]);
+            let y_te = Mat::<f64>::from_fn(held.len(), q, |i, t| y[(held[i], t)]);
+            (train, y_tr, y_te)
+        })
+        .collect();
     let mut scores = Vec::new();
     let total = features.arrays().len();
     for (k, array) in features.arrays().iter().enumerate() {
@@ -200,9 +210,8 @@ pub fn fit(features: &dyn FeatureSource, rows: &[usize], responses: &Responses, 
         drop(picked);
         // r[fold][target]
         let mut r_folds: Vec<Vec<f64>> = Vec::with_capacity(folds.len());
-        for held in &folds {
-            let train: Vec<usize> = (0..n).filter(|i| held.binary_search(i).is_err()).collect();
-            let (k_tr, k_te) = centred_blocks(&g, &train, held);
+        for (held, (train, y_tr, y_te)) in folds.iter().zip(&splits) {
+            let (k_tr, k_te) = centred_blocks(&g, train, held);
             let energy: f64 = train.iter().map(|&i| g[(i, i)]).sum();
             let c = components(&k_tr, &k_te, options.pca_components, energy);
             if c.values.is_empty() {
@@ -210,13 +219,11 @@ pub fn fit(features: &dyn FeatureSource, rows: &[usize], responses: &Responses, 
                 r_folds.push(vec![f64::NAN; q]);
                 continue;
             }
-            let y_tr = Mat::<f64>::from_fn(train.len(), q, |i, t| y[(train[i], t)]);
-            let y_te = Mat::<f64>::from_fn(held.len(), q, |i, t| y[(held[i], t)]);
             let pred = match options.method {
-                Method::Ridge => ridge(&c, &y_tr, &ridge_alphas(c.values.iter().sum())).0,
-                Method::Pls => pls(&c, &y_tr, options.pls_components).map_err(|e| NeuralError::Invalid(format!("PLS on {}: {e}", array.key())))?,
+                Method::Ridge => ridge(&c, y_tr, &ridge_alphas(c.values.iter().sum())).0,
+                Method::Pls => pls(&c, y_tr, options.pls_components).map_err(|e| NeuralError::Invalid(format!("PLS on {}: {e}", array.key())))?,
             };
-            r_folds.push(pearson_columns(&pred, &y_te));
+            r_folds.push(pearson_columns(&pred, y_te));
         }
         for (ri, region) in regions.iter().enumerate() {
             for b in 0..bins {

@@ -59,16 +59,16 @@ pub fn features(subject: &Subject, stimuli_path: &Path, options: &FeatureOptions
     let stimuli = Stimuli::load(stimuli_path, &subject.viewer.preprocessing)?;
     let planned = plan(&subject.viewer, &stimuli, options.pool);
     let n = stimuli.len() as u64;
-    let stored: u64 = planned.iter().map(|a| n * a.columns as u64 * 4).sum();
+    let stored = planned.store_bytes(stimuli.len());
     let written: u64 = match options.pool {
-        Pool::Pca(k) => planned.len() as u64 * n * (k as u64).min(n) * 4,
+        Pool::Pca(k) => planned.arrays.len() as u64 * n * (k as u64).min(n) * 4,
         _ => stored,
     };
     let folder = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     // The scratch store and the file live side by side until the file is complete.
-    check_space(stored + written, folder, &format!("features of {} stimuli × {} arrays", stimuli.len(), planned.len()))?;
+    check_space(stored + written, folder, &format!("features of {} stimuli × {} arrays", stimuli.len(), planned.arrays.len()))?;
     let total = stimuli.len();
-    let store = extract(&subject.viewer, &stimuli, options.pool, options.batch_size, folder, &mut |done| progress(done, total))?;
+    let store = extract(&subject.viewer, &stimuli, planned, options.batch_size, folder, &mut |done| progress(done, total))?;
     let arrays = crate::features::write_npz(&store, &stimuli, &subject.meta(&stimuli, options.pool), options.pool, out)?;
     let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     Ok(FeaturesWritten { path: out.to_path_buf(), stimuli: stimuli.len(), arrays, bytes })
@@ -92,10 +92,9 @@ pub fn neural_fit(subject: &Subject, stimuli_path: &Path, responses_path: &Path,
     let rows = responses.rows_in(&stimuli.ids, stimuli_path)?;
     std::fs::create_dir_all(out).map_err(|e| NeuralError::io(out, e))?;
     let planned = plan(&subject.viewer, &stimuli, Pool::None);
-    let needed: u64 = planned.iter().map(|a| stimuli.len() as u64 * a.columns as u64 * 4).sum();
-    check_space(needed, out, &format!("the features of {} stimuli × {} layer-steps", stimuli.len(), planned.len()))?;
+    check_space(planned.store_bytes(stimuli.len()), out, &format!("the features of {} stimuli × {} layer-steps", stimuli.len(), planned.arrays.len()))?;
     let total = stimuli.len();
-    let store = extract(&subject.viewer, &stimuli, Pool::None, batch_size, out, &mut |done| progress("features", done, total))?;
+    let store = extract(&subject.viewer, &stimuli, planned, batch_size, out, &mut |done| progress("features", done, total))?;
     let report = fit(&store, &rows, &responses, options, &mut |done, total| progress("fits", done, total))?;
     drop(store);
     let files = write_fit(&report, subject, out)?;
