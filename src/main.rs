@@ -22,6 +22,13 @@ struct Cli {
     command: Command,
 }
 
+/// `plastic export --format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Safetensors,
+    Pytorch,
+}
+
 #[derive(clap::Args)]
 struct ConfigArgs {
     /// Run config (TOML).
@@ -76,13 +83,19 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
-    /// Export a run's weights to safetensors with PyTorch names and layouts.
+    /// Export a run for PyTorch: its weights as safetensors with PyTorch names and layouts, or
+    /// (`--format pytorch`) a folder with the weights, the resolved graph, the config and the
+    /// Python module that rebuilds the model in PyTorch.
     Export {
         #[arg(long)]
         run: PathBuf,
         #[arg(long)]
         checkpoint: Option<PathBuf>,
-        /// Output file (default: runs/<name>/model.safetensors).
+        /// `safetensors` (the weights only) or `pytorch` (a folder `plastic_torch.py` loads).
+        #[arg(long, value_enum, default_value = "safetensors")]
+        format: ExportFormat,
+        /// Output file, or folder with `--format pytorch` (default: runs/<name>/model.safetensors,
+        /// runs/<name>/pytorch/).
         #[arg(long)]
         output: Option<PathBuf>,
     },
@@ -282,13 +295,22 @@ fn run(cli: Cli) -> Result<(), Failure> {
             println!("{line}");
             Ok(())
         }
-        Command::Export { run, checkpoint, output } => {
+        Command::Export { run, checkpoint, format, output } => {
             plastic_train::set_threads(0);
             let dir = RunDir::new(&run);
             let loaded = plastic_train::checkpoint::load_model(&dir, checkpoint.as_deref(), &burn::tensor::Device::flex())?;
-            let output = output.unwrap_or_else(|| dir.root.join("model.safetensors"));
-            plastic_train::export::export_safetensors(&loaded.model, Some(&loaded.preprocessing), &output)?;
-            eprintln!("wrote {} (step {})", output.display(), loaded.step);
+            match format {
+                ExportFormat::Safetensors => {
+                    let output = output.unwrap_or_else(|| dir.root.join("model.safetensors"));
+                    plastic_train::export::export_safetensors(&loaded.model, Some(&loaded.preprocessing), &output)?;
+                    eprintln!("wrote {} (step {})", output.display(), loaded.step);
+                }
+                ExportFormat::Pytorch => {
+                    let output = output.unwrap_or_else(|| dir.root.join("pytorch"));
+                    plastic_train::export::export_pytorch(&loaded, &output)?;
+                    eprintln!("wrote {} (step {}); check it with: python {} check {}", output.display(), loaded.step, output.join("plastic_torch.py").display(), output.display());
+                }
+            }
             Ok(())
         }
         Command::Bench { config, models, rules, device, batch, resolution, channels, classes, steps, rounds, warmup } => {

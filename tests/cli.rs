@@ -606,3 +606,176 @@ fn inspect_sizes_the_model_from_the_config_without_reading_the_data() {
     // reference/convrnn.md counts ≈ 15.4 M for the TF original (whose input-to-cell kernel is 2×2, 3×3 here).
     assert!((14_000_000..18_000_000).contains(&params), "{params} parameters");
 }
+
+/// The Python interpreter for the PyTorch bridge's test (`PLASTIC_PYTHON`, else `python3`) if
+/// it imports torch. Without one the test fails under `PLASTIC_REQUIRE_TORCH=1` (as `.ci/run`
+/// sets) and reports a skip otherwise.
+fn torch_python() -> Option<String> {
+    let python = std::env::var("PLASTIC_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&python).args(["-c", "import torch"]).output().is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    let required = std::env::var("PLASTIC_REQUIRE_TORCH").is_ok_and(|v| v == "1");
+    assert!(!required, "PLASTIC_REQUIRE_TORCH=1 but {python} cannot import torch (set PLASTIC_PYTHON to an interpreter that can)");
+    eprintln!("SKIPPED the PyTorch comparison: {python} cannot import torch (set PLASTIC_PYTHON, or PLASTIC_REQUIRE_TORCH=1 to make this a failure)");
+    None
+}
+
+/// Every zoo CNN (each resolution-dependent variant, LRN, BatchNorm, both ResNet stems and
+/// versions, dropout in evaluation mode, rules that store B or magnitudes, DFA) and every
+/// ConvRNN preset, at reduced width and resolution and trained for two steps, exported with
+/// `--format pytorch`: `plastic_torch.py` rebuilds each in PyTorch and reproduces plastic's
+/// outputs on the probe batch at every step (max |Δ| ≤ 1e-4 · max |y|). A model.json that lies
+/// about one activation makes the check fail.
+#[test]
+fn pytorch_export_reproduces_every_zoo_model_and_convrnn_preset() {
+    let out = temp_dir("pytorch");
+    let synthetic = |channels: usize, size: usize| -> Vec<String> {
+        vec![
+            "data.kind=synthetic".into(),
+            "data.classes=4".into(),
+            format!("data.resolution={size}"),
+            format!("data.synthetic.size={size}"),
+            format!("data.synthetic.channels={channels}"),
+            "data.synthetic.samples=24".into(),
+            "data.synthetic.classes=4".into(),
+        ]
+    };
+    let mut cases: Vec<(String, Option<String>, Vec<String>)> = Vec::new();
+    for (name, channels, size, sets) in [
+        ("mlp_frsf", 1, 8, "model.kind=mlp model.hidden=[16] rule.kind=sign_symmetry rule.variant=frsf"),
+        ("convnet_bn_dfa", 1, 8, "model.kind=convnet model.batch_norm=true model.channels=[4,8] model.hidden=[16] rule.kind=direct_feedback_alignment"),
+        ("knet4_lrn_fa", 3, 32, "model.kind=knet4 model.lrn=true model.width=0.25 rule.kind=feedback_alignment"),
+        ("knet5", 3, 32, "model.kind=knet5 model.width=0.25"),
+        ("alexnet_lrn_32", 3, 32, "model.kind=alexnet model.lrn=true model.width=0.0625"),
+        ("alexnet_64", 3, 64, "model.kind=alexnet model.width=0.0625"),
+        ("alexnet_112", 3, 112, "model.kind=alexnet model.width=0.0625"),
+        ("resnet18", 3, 32, "model.kind=resnet18 model.width=0.125"),
+        ("resnet34_imagenet_stem", 3, 64, "model.kind=resnet34 model.stem=imagenet model.width=0.125"),
+        ("resnet18v2", 3, 32, "model.kind=resnet18v2 model.width=0.125"),
+        ("resnet34v2", 3, 32, "model.kind=resnet34v2 model.width=0.125"),
+        ("shallownet_bn_64", 3, 64, "model.kind=shallownet model.batch_norm=true model.width=0.125"),
+        ("shallownet_32", 3, 32, "model.kind=shallownet model.width=0.125"),
+    ] {
+        let mut sets: Vec<String> = sets.split(' ').map(String::from).collect();
+        sets.extend(synthetic(channels, size));
+        sets.push(format!("name={name}"));
+        cases.push((name.into(), None, sets));
+    }
+    let mut presets: Vec<_> = std::fs::read_dir("configs").unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_str().is_some_and(|s| s.ends_with("_shallow.toml") || s.ends_with("_intermediate.toml"))).collect();
+    presets.sort();
+    assert_eq!(presets.len(), 14, "seven cells × shallow and intermediate");
+    for path in presets {
+        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let mut sets = synthetic(3, 64);
+        sets.extend(["model.convrnn.width=0.125".into(), format!("name={name}")]);
+        cases.push((name, Some(path.to_str().unwrap().into()), sets));
+    }
+    // The quickstart as it is, and with what no preset uses: a skip edge, nearest resizing, a blank
+    // after step 4, and the other three readouts (a threshold some images reach and some do not).
+    for (name, sets) in [
+        ("convrnn_quickstart", ""),
+        ("convrnn_skip_threshold", r#"model.convrnn.edges=[{from="conv1",to="conv3"},{from="conv3",to="conv2"}] model.convrnn.resize=nearest model.convrnn.image_off=4 model.convrnn.readout=threshold model.convrnn.threshold=0.104"#),
+        ("convrnn_max_confidence", "model.convrnn.readout=max_confidence model.convrnn.image_off=5"),
+        ("convrnn_mean", "model.convrnn.readout=mean"),
+    ] {
+        let mut sets: Vec<String> = sets.split(' ').filter(|s| !s.is_empty()).map(String::from).collect();
+        sets.push(format!("name={name}"));
+        cases.push((name.into(), Some("configs/convrnn_quickstart.toml".into()), sets));
+    }
+
+    // Cell options no preset uses: GroupNorm in simple_rnn and rgc, other RGC feedback entries,
+    // tanh τ gates, separable gates with a narrower cell, the residual projection with a stride.
+    let custom = out.join("cells.toml");
+    std::fs::write(
+        &custom,
+        r#"
+[model]
+kind = "convrnn"
+[model.convrnn]
+times = 7
+image_off = 5
+[[model.convrnn.layers]]
+name = "conv1"
+channels = 6
+cell = { kind = "simple_rnn", norm = true }
+[[model.convrnn.layers]]
+name = "conv2"
+channels = 8
+stride = 2
+cell = { kind = "rgc", norm = true, cell_depth = 4, depth_separable = true, residual = true, input_to_out = true, feedback_entry = "cell", tau_nonlinearity = "tanh" }
+[[model.convrnn.layers]]
+name = "conv3"
+channels = 8
+pool = 2
+cell = { kind = "rgc", feedback_entry = "input", gate_nonlinearity = "tanh" }
+[[model.convrnn.layers]]
+name = "conv4"
+channels = 8
+cell = { kind = "lstm", forget_bias = 0.5 }
+[[model.convrnn.edges]]
+from = "conv3"
+to = "conv2"
+[[model.convrnn.edges]]
+from = "conv4"
+to = "conv3"
+[[model.convrnn.edges]]
+from = "conv4"
+to = "conv1"
+[data]
+kind = "digits"
+"#,
+    )
+    .unwrap();
+    cases.push(("cells".into(), Some(custom.to_str().unwrap().into()), vec!["name=cells".into()]));
+
+    let mut exports = Vec::new();
+    for (name, config, sets) in &cases {
+        let mut cmd = plastic();
+        cmd.args(["train", "--device", "cpu"]);
+        if let Some(c) = config {
+            cmd.args(["--config", c]);
+        }
+        for s in sets.iter().map(String::as_str).chain(["train.steps=2", "train.batch_size=4", "train.eval_batch_size=8", "train.warmup_steps=0"]) {
+            cmd.args(["--set", s]);
+        }
+        let o = run(cmd.arg("--out").arg(&out));
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let export = out.join(format!("{name}-pytorch"));
+        let o = run(plastic().args(["export", "--format", "pytorch", "--run"]).arg(out.join(name)).arg("--output").arg(&export));
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        for file in ["model.safetensors", "model.json", "config.toml", "preprocessing.json", "probe.safetensors"] {
+            assert!(export.join(file).is_file(), "{name}: no {file}");
+        }
+        assert_eq!(std::fs::read(export.join("plastic_torch.py")).unwrap(), std::fs::read("python/plastic_torch.py").unwrap(), "the export ships the repository's module");
+        exports.push(export);
+    }
+    // A file where the folder should go is refused in one line.
+    let o = run(plastic().args(["export", "--format", "pytorch", "--run"]).arg(out.join("knet5")).arg("--output").arg(exports[0].join("model.json")));
+    assert_one_line_error(&o, "a folder");
+
+    // The same knet4 export, but its model.json claims conv1's ReLU is a tanh.
+    let lying = out.join("knet4-lying");
+    std::fs::create_dir_all(&lying).unwrap();
+    let source = exports.iter().find(|p| p.ends_with("knet4_lrn_fa-pytorch")).unwrap();
+    for entry in std::fs::read_dir(source).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, lying.join(path.file_name().unwrap())).unwrap();
+    }
+    let text = std::fs::read_to_string(lying.join("model.json")).unwrap();
+    let mut arch: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let post = arch["model"]["stages"][0]["Conv"]["post"].as_array_mut().unwrap();
+    let relu = post.iter_mut().find(|p| p["Activation"] == "relu").expect("conv1 has a ReLU");
+    *relu = serde_json::json!({ "Activation": "tanh" });
+    std::fs::write(lying.join("model.json"), serde_json::to_string(&arch).unwrap()).unwrap();
+
+    let Some(python) = torch_python() else { return };
+    let o = run(std::process::Command::new(&python).args(["python/plastic_torch.py", "check"]).args(&exports));
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{report}{}", stderr(&o));
+    assert_eq!(report.lines().filter(|l| l.starts_with("ok ")).count(), cases.len(), "{report}");
+    eprint!("{report}");
+    let o = run(std::process::Command::new(&python).args(["python/plastic_torch.py", "check"]).arg(&lying));
+    assert_eq!(o.status.code(), Some(1), "a wrong graph must fail the check: {}", String::from_utf8_lossy(&o.stdout));
+}

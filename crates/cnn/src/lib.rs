@@ -158,7 +158,7 @@ impl CnnConfig {
         if self.hidden.contains(&0) {
             return Err("model.hidden widths must be positive".into());
         }
-        Ok(())
+        self.init.validate("model.init")
     }
 
     /// The stages for an input of shape `[c, h, w]` (square images are assumed for the zoo's

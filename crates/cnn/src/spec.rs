@@ -39,8 +39,9 @@ pub enum PostOp {
     Pool(PoolOp),
 }
 
-/// One stage of a feed-forward network.
-#[derive(Debug, Clone, PartialEq)]
+/// One stage of a feed-forward network. Serialised (externally tagged, as serde does by
+/// default) into a PyTorch export's `model.json`, which `python/plastic_torch.py` rebuilds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum StageSpec {
     /// A feedback convolution followed by `post` steps.
     Conv { name: String, channels: usize, kernel: usize, stride: usize, padding: usize, bias: bool, post: Vec<PostOp> },

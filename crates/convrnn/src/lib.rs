@@ -158,7 +158,7 @@ impl Default for ConvRnnConfig {
 }
 
 /// What an unroll needs besides the modules: resolved sizes, edges and timing.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UnrollPlan {
     pub times: usize,
     pub image_off: usize,
@@ -170,10 +170,16 @@ pub struct UnrollPlan {
     pub truncate_every: usize,
 }
 
-/// Resolved wiring of one layer.
-#[derive(Debug, Clone, PartialEq)]
+/// Resolved wiring of one layer: with the [`UnrollPlan`], everything a re-implementation needs
+/// besides the weights (a PyTorch export writes it to `model.json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LayerWiring {
     pub name: String,
+    /// The layer convolution's kernel and stride ("same" padding, `kernel / 2`).
+    pub kernel: usize,
+    pub stride: usize,
+    /// The cell, with its depth resolved against the network's width.
+    pub cell: CellConfig,
     /// Layers whose outputs are concatenated with the feed-forward input (skips).
     pub skips: Vec<usize>,
     /// Layers whose outputs come back as long-range feedback.
@@ -253,6 +259,7 @@ impl ConvRnnConfig {
         if !(self.width > 0.0 && self.width <= 64.0) {
             return Err(format!("model.convrnn.width = {} must be in (0, 64]", self.width));
         }
+        self.init.validate("model.convrnn.init")?;
         for (i, l) in self.layers.iter().enumerate() {
             if l.name.is_empty() {
                 return Err(format!("model.convrnn.layers[{i}].name is missing"));
@@ -317,8 +324,13 @@ impl ConvRnnConfig {
             // tnn orders extra inputs by name; any fixed order will do as long as it is stable.
             skips.sort_by(|a, b| self.layers[*a].name.cmp(&self.layers[*b].name));
             feedback.sort_by(|a, b| self.layers[*a].name.cmp(&self.layers[*b].name));
+            let mut cell = l.cell.clone();
+            cell.cell_depth = l.cell.cell_depth.map(|d| self.width(d));
             wiring.push(LayerWiring {
                 name: l.name.clone(),
+                kernel: l.kernel,
+                stride: l.stride,
+                cell,
                 skips,
                 feedback,
                 input_size: size,
@@ -372,10 +384,18 @@ impl ConvRnnConfig {
             let c_in = if names_only { 1 } else { c_in };
             let conv = f.conv(&format!("{}.conv", l.name), c_in, c, l.kernel, l.stride, 1);
             let fb_in: usize = if names_only { 1 } else { w.feedback.iter().map(|&s| wiring[s].channels).sum() };
-            let feedback = (!w.feedback.is_empty()).then(|| f.conv(&format!("{}.feedback", l.name), fb_in, c, 1, 1, 1));
+            // Feedback meets the drive at the layer's width, except in an RGC that takes it into
+            // its cell state, whose width is the cell depth.
+            let fb_out = match (&w.cell, names_only) {
+                (cell, false) if cell.kind == CellKind::Rgc && cell.feedback_entry == FeedbackEntry::Cell => cell.cell_depth.unwrap_or(c),
+                _ => c,
+            };
+            let feedback = (!w.feedback.is_empty()).then(|| f.conv(&format!("{}.feedback", l.name), fb_in, fb_out, 1, 1, 1));
             let residual = (l.cell.kind == CellKind::Rgc && l.cell.residual).then(|| f.conv(&format!("{}.residual", l.name), c_in, c, 1, l.stride, 1));
-            let mut cell_config = l.cell.clone();
-            cell_config.cell_depth = l.cell.cell_depth.map(|d| if names_only { 1 } else { self.width(d) });
+            let mut cell_config = w.cell.clone();
+            if names_only {
+                cell_config.cell_depth = cell_config.cell_depth.map(|_| 1);
+            }
             let cell = Cell::new(&cell_config, c, f, &l.name);
             layers.push(ConvRnnLayer { conv, feedback, residual, cell, wiring: w.clone() });
         }

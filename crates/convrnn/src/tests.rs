@@ -395,3 +395,18 @@ fn with_b_equal_to_w_feedback_alignment_equals_backprop_through_the_unroll() {
         assert!(d <= 1e-5 * a.abs().max().into_scalar::<f64>().max(1e-6), "{name}: {d}");
     }
 }
+
+/// Feedback into an RGC's cell state is mapped to the cell depth, not the layer's width (a
+/// narrower cell once made the addition fail), and reaches the output one step later.
+#[test]
+fn rgc_feedback_into_a_narrower_cell_state_is_mapped_to_its_depth() {
+    let device = Device::flex();
+    let c = config(
+        "times = 5\n[[layers]]\nname = \"a\"\nchannels = 6\ncell = { kind = \"rgc\", cell_depth = 3, feedback_entry = \"cell\" }\n\
+         [[layers]]\nname = \"b\"\nchannels = 4\n[[edges]]\nfrom = \"b\"\nto = \"a\"",
+    );
+    let model = build(&c, [2, 5, 5], &device);
+    assert_eq!(model.layers[0].feedback.as_ref().unwrap().weight.dims(), [3, 4, 1, 1]);
+    let out = model.forward(random([2, 2, 5, 5], 3, &device), true).layer_outputs.unwrap();
+    assert!(out.iter().flatten().all(|t| t.clone().into_data().try_into_vec_as::<f32>().unwrap().iter().all(|v| v.is_finite())));
+}

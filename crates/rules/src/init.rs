@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 /// Initial distribution of a weight tensor (and of B, which is drawn like W).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum WeightInit {
     /// He et al. for ReLU: U(±√(6 / fan_in)).
@@ -20,7 +20,15 @@ pub enum WeightInit {
     TorchDefault,
     /// Glorot: U(±√(6 / (fan_in + fan_out))).
     XavierUniform,
+    /// TensorFlow 1's `tf.variance_scaling_initializer(scale)`, the released ConvRNNs' init
+    /// (tnn, neuroailab/convrnns): a normal truncated at ±2σ₀, σ₀ = √(scale / fan_in) / 0.8796…,
+    /// so that the truncated draws have standard deviation √(scale / fan_in).
+    /// `init = { variance_scaling = 1.0 }` in TOML.
+    VarianceScaling(f32),
 }
+
+/// Standard deviation of a standard normal truncated at ±2 (TensorFlow's correction constant).
+const TRUNCATED_NORMAL_STD: f32 = 0.879_625_66;
 
 impl WeightInit {
     /// Standard deviation of the distribution (sign symmetry's uSF uses it as B's magnitude).
@@ -30,6 +38,15 @@ impl WeightInit {
             WeightInit::KaimingUniform | WeightInit::KaimingNormal => (2.0 / fi).sqrt(),
             WeightInit::TorchDefault => 1.0 / (3.0 * fi).sqrt(),
             WeightInit::XavierUniform => (2.0 / (fi + fo)).sqrt(),
+            WeightInit::VarianceScaling(scale) => (scale / fi).sqrt(),
+        }
+    }
+
+    /// Range checks; the message names the key.
+    pub fn validate(&self, key: &str) -> Result<(), String> {
+        match self {
+            WeightInit::VarianceScaling(scale) if !(scale.is_finite() && *scale > 0.0) => Err(format!("{key} = {{ variance_scaling = {scale} }}: the scale must be positive")),
+            _ => Ok(()),
         }
     }
 
@@ -40,6 +57,14 @@ impl WeightInit {
         let std = self.std(fan_in, fan_out);
         match self {
             WeightInit::KaimingNormal => (0..len).map(|_| std * standard_normal(&mut rng)).collect(),
+            WeightInit::VarianceScaling(_) => (0..len)
+                .map(|_| loop {
+                    let z = standard_normal(&mut rng);
+                    if z.abs() <= 2.0 {
+                        break std / TRUNCATED_NORMAL_STD * z;
+                    }
+                })
+                .collect(),
             _ => {
                 let bound = std * 3f32.sqrt();
                 (0..len).map(|_| rng.random_range(-bound..bound)).collect()
@@ -89,12 +114,24 @@ mod tests {
 
     #[test]
     fn samples_have_the_documented_spread() {
-        for init in [WeightInit::KaimingUniform, WeightInit::KaimingNormal, WeightInit::TorchDefault, WeightInit::XavierUniform] {
+        for init in [WeightInit::KaimingUniform, WeightInit::KaimingNormal, WeightInit::TorchDefault, WeightInit::XavierUniform, WeightInit::VarianceScaling(0.64)] {
             let v = init.sample(40_000, 50, 30, 1, 2);
             let mean = v.iter().sum::<f32>() / v.len() as f32;
             let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / v.len() as f32).sqrt();
             assert!(mean.abs() < 0.01 && (std / init.std(50, 30) - 1.0).abs() < 0.02, "{init:?}: {mean} {std}");
         }
+    }
+
+    #[test]
+    fn variance_scaling_is_truncated_at_two_of_its_untruncated_deviations() {
+        let std = WeightInit::VarianceScaling(1.0).std(100, 1);
+        let v = WeightInit::VarianceScaling(1.0).sample(20_000, 100, 1, 3, 4);
+        let bound = 2.0 * std / TRUNCATED_NORMAL_STD;
+        assert!(v.iter().all(|x| x.abs() <= bound * (1.0 + 1e-6)));
+        assert!(v.iter().any(|x| x.abs() > 0.95 * bound), "the tails reach the truncation");
+        let config: std::collections::BTreeMap<String, WeightInit> = toml::from_str("init = { variance_scaling = 0.5 }").unwrap();
+        assert_eq!(config["init"], WeightInit::VarianceScaling(0.5));
+        assert!(WeightInit::VarianceScaling(0.0).validate("model.init").unwrap_err().contains("positive"));
     }
 
     #[test]

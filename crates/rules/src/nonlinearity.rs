@@ -20,8 +20,15 @@ impl Activation {
         match self {
             Activation::Relu => activation::relu(x),
             // burn's `elu` takes exp of every element; above ~88 that is inf in the unused branch,
-            // and its gradient 0·inf = NaN. exp(min(x, 0)) never overflows.
-            Activation::Elu => activation::relu(x.clone()) + (x.clamp_max(0.0).exp() - 1.0),
+            // and its gradient 0·inf = NaN: only m = min(x, 0) is exponentiated. And e^m − 1
+            // written as exp(m) − 1 loses all but a few bits near 0 (relative error 1e-4 at
+            // m = −3e-4, where f32's exp(m) is 1 − 3e-4 rounded); the identity
+            // e^m − 1 = 2t / (1 − t), t = tanh(m / 2), is accurate there (as expm1, which
+            // burn lacks) and tends to −1 as m → −∞. Its derivative is e^m, as it should be.
+            Activation::Elu => {
+                let t = (x.clone().clamp_max(0.0) * 0.5).tanh();
+                activation::relu(x) + t.clone() * 2.0 / (t.neg() + 1.0)
+            }
             Activation::Tanh => x.tanh(),
             Activation::Sigmoid => activation::sigmoid(x),
             Activation::Identity => x,
@@ -45,5 +52,17 @@ mod tests {
         let g = x.grad(&y.sum().backward()).unwrap().into_data().try_into_vec_as::<f32>().unwrap();
         assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
         assert!((g[0] - (-3.0f32).exp()).abs() < 1e-6 && g[3] == 1.0 && g[4] == 1.0, "{g:?}");
+    }
+
+    /// Near 0, elu(x) = e^x − 1 keeps f32's relative precision (an `exp(x) − 1` would be off by
+    /// up to 1e-4 relative at |x| = 3e-4, enough to fail the PyTorch bridge's comparison).
+    #[test]
+    fn elu_is_accurate_near_zero() {
+        let xs = [-3e-4f32, -1e-6, -1e-3, -0.1, -20.0];
+        let y = Activation::Elu.apply(Tensor::<1>::from_data(TensorData::new(xs.to_vec(), [xs.len()]), &Device::flex()));
+        for (x, y) in xs.iter().zip(y.into_data().try_into_vec_as::<f32>().unwrap()) {
+            let exact = (*x as f64).exp_m1();
+            assert!(((y as f64 - exact) / exact).abs() < 1e-6, "elu({x}) = {y}, expm1 = {exact}");
+        }
     }
 }

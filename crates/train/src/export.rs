@@ -6,15 +6,32 @@
 //! ConvRNN's `readout`): they are told apart from conv kernels by their rank, 2 against 4.
 //! BatchNorm's `gamma` / `beta` become `weight` / `bias`. The file's metadata maps each
 //! feedback layer name (`conv1`, `fc3`, …) to its parameter prefix.
+//!
+//! [`export_pytorch`] writes a folder PyTorch can load without plastic: those weights, the
+//! resolved graph as data (`model.json`), the run's config, `plastic_torch.py` (the module in
+//! the repository's `python/`, which rebuilds every zoo CNN and ConvRNN from `model.json`) and
+//! a probe batch with plastic's own outputs at every step, against which that module checks
+//! itself (`python plastic_torch.py check DIR`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use plastic_rules::FeedbackNetwork;
 
-use crate::error::Result;
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::checkpoint::LoadedModel;
+use crate::error::{Result, TrainError};
 use crate::network::Network;
 use crate::store::{HostTensor, module_tensors, to_safetensors, write_atomic};
+
+/// The PyTorch re-implementation, shipped in every PyTorch export. It is kept (and tested) in
+/// the repository as an ordinary Python file; this is that file.
+pub const PLASTIC_TORCH_PY: &str = include_str!("../../../python/plastic_torch.py");
+
+/// Images in an export's probe batch.
+const PROBE_BATCH: usize = 2;
 
 /// The exported name of a parameter path.
 fn torch_name(path: &str) -> String {
@@ -79,6 +96,89 @@ pub fn export_safetensors(model: &Network, preprocessing: Option<&plastic_data::
         metadata.insert("plastic.preprocessing".to_string(), serde_json::to_string(p).expect("plain data"));
     }
     write_atomic(path, &to_safetensors(&tensors, metadata))
+}
+
+/// The resolved graph of `loaded`'s model as data: a CNN's stages (`StageSpec`s) or a
+/// ConvRNN's layer wiring and unroll plan, with the input shape, classes and preprocessing.
+pub fn architecture(loaded: &LoadedModel) -> serde_json::Value {
+    let input = loaded.preprocessing.shape();
+    let classes = loaded.preprocessing.num_classes();
+    let graph = match &loaded.model {
+        Network::Cnn(_) => {
+            let cnn = loaded.config.model.cnn().expect("a CNN run has a zoo kind");
+            serde_json::json!({ "kind": "cnn", "stages": cnn.stages(input, classes) })
+        }
+        Network::ConvRnn(m) => serde_json::json!({
+            "kind": "convrnn",
+            "plan": m.plan,
+            "layers": m.layers.iter().map(|l| &l.wiring).collect::<Vec<_>>(),
+        }),
+    };
+    serde_json::json!({
+        "format": "plastic-pytorch/1",
+        "step": loaded.step,
+        "input": input,
+        "classes": classes,
+        "preprocessing": loaded.preprocessing,
+        "feature_layers": loaded.model.feature_layers(),
+        "model": graph,
+    })
+}
+
+/// A fixed probe batch `[PROBE_BATCH, c, h, w]`: uniform values in [−2, 2] from a fixed
+/// SplitMix64 stream, about the range of normalised pixels.
+fn probe_images(shape: [usize; 3]) -> Vec<f32> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    (0..PROBE_BATCH * shape.iter().product::<usize>())
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect()
+}
+
+/// plastic's outputs on the probe batch: `input`, the prediction `logits`, and at every step
+/// t every feature layer's output (`step{t}/{layer}`) and the readout of the last layer
+/// (`step{t}/readout`).
+pub fn probe(model: &Network, input: [usize; 3]) -> BTreeMap<String, HostTensor> {
+    let device = Device::flex();
+    let [c, h, w] = input;
+    let images = Tensor::<4>::from_data(TensorData::new(probe_images(input), [PROBE_BATCH, c, h, w]), &device);
+    let model = model.clone().valid();
+    let mut out = BTreeMap::new();
+    out.insert("input".to_string(), HostTensor::from_tensor(images.clone()));
+    out.insert("logits".to_string(), HostTensor::from_tensor(model.forward(images.clone()).logits));
+    let (steps, readouts) = model.step_outputs(images);
+    let names = model.feature_layers();
+    for (t, (layers, readout)) in steps.into_iter().zip(readouts).enumerate() {
+        for (name, y) in names.iter().zip(layers) {
+            out.insert(format!("step{t}/{name}"), HostTensor::from_tensor(y));
+        }
+        out.insert(format!("step{t}/readout"), HostTensor::from_tensor(readout));
+    }
+    out
+}
+
+/// Writes the PyTorch export of `loaded` to the folder `dir`: `model.safetensors`,
+/// `model.json` ([`architecture`]), `config.toml`, `preprocessing.json`, `plastic_torch.py`
+/// and `probe.safetensors` ([`probe`]). Each file is written atomically; files of an earlier
+/// export in `dir` are replaced, nothing else there is touched.
+pub fn export_pytorch(loaded: &LoadedModel, dir: &Path) -> Result<()> {
+    if dir.is_file() {
+        return Err(TrainError::Run(format!("--output {}: a PyTorch export is a folder, and this is a file", dir.display())));
+    }
+    let json = |v: &serde_json::Value| serde_json::to_string_pretty(v).expect("plain data") + "\n";
+    export_safetensors(&loaded.model, Some(&loaded.preprocessing), &dir.join("model.safetensors"))?;
+    write_atomic(&dir.join("model.json"), json(&architecture(loaded)).as_bytes())?;
+    write_atomic(&dir.join("config.toml"), loaded.config.to_toml().as_bytes())?;
+    write_atomic(&dir.join("preprocessing.json"), json(&serde_json::to_value(&loaded.preprocessing).expect("plain data")).as_bytes())?;
+    write_atomic(&dir.join("plastic_torch.py"), PLASTIC_TORCH_PY.as_bytes())?;
+    let probe = probe(&loaded.model, loaded.preprocessing.shape());
+    write_atomic(&dir.join("probe.safetensors"), &to_safetensors(&probe, HashMap::from([("format".to_string(), "pt".to_string())])))
 }
 
 #[cfg(test)]
