@@ -68,6 +68,9 @@ pub struct NeuralFitArgs {
     /// Principal components kept per training fold.
     #[arg(long, default_value_t = 1000)]
     pca: usize,
+    /// Fit the PCA on these stimuli (an image folder or NPZ) instead of on each training fold.
+    #[arg(long)]
+    pca_stimuli: Option<PathBuf>,
     /// Layers to fit, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     layers: Vec<String>,
@@ -164,7 +167,7 @@ pub fn run_neural_fit(args: NeuralFitArgs) -> Result<(), crate::Failure> {
     let s = subject(&args.subject, &args.layers, &args.times, Pool::None)?;
     let out = args.out.unwrap_or_else(|| args.subject.run.join("neural_fit"));
     let options = FitOptions { method, folds: args.folds, seed: args.seed, pca_components: args.pca.max(1), ..FitOptions::default() };
-    let written = neural_fit(&s, &args.subject.stimuli, &args.responses, &options, args.subject.batch, &out, &mut show_progress)?;
+    let written = neural_fit(&s, &args.subject.stimuli, &args.responses, args.pca_stimuli.as_deref(), &options, args.subject.batch, &out, &mut show_progress)?;
     for b in &written.report.best {
         println!("{}", serde_json::json!({ "region": b.region, "layer": b.layer, "step": b.step, "score": b.score }));
     }

@@ -545,6 +545,26 @@ fn compares_the_trained_convrnn_with_synthetic_neural_data(run_dir: &Path, out: 
     assert!(commitment["V4"]["layer"].is_string() && commitment["IT"]["step"].is_u64(), "{commitment}");
     assert!(fit_dir.join("neural_fit_V4.png").exists() && fit_dir.join("neural_fit.csv").exists());
 
+    // PCA fitted once on 150 other digits (top-level files: unlabelled) instead of per fold.
+    let pca_stimuli = out.join("pca_stimuli");
+    std::fs::create_dir_all(&pca_stimuli).unwrap();
+    for k in 0..150 {
+        image::GrayImage::from_raw(8, 8, digits.image(k).to_vec()).unwrap().save(pca_stimuli.join(format!("{k:04}.png"))).unwrap();
+    }
+    let pca_dir = out.join("fit-pca");
+    let o = run(plastic()
+        .args(["neural-fit", "--folds", "5", "--layers", "conv2", "--times", "4", "--run"])
+        .arg(run_dir)
+        .args([Path::new("--stimuli"), &stimuli, Path::new("--responses"), &responses, Path::new("--pca-stimuli"), &pca_stimuli, Path::new("--out"), &pca_dir]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fitted = json(&pca_dir.join("neural_fit.json"));
+    assert_eq!(fitted["pca_stimuli"], pca_stimuli.display().to_string());
+    for s in fitted["report"]["scores"].as_array().unwrap() {
+        assert!(s["score"].as_f64().unwrap() > 0.85, "conv2 t4 with PCA on other stimuli: {s}");
+    }
+    let o = run(plastic().args(["neural-fit", "--run"]).arg(run_dir).args([Path::new("--stimuli"), &stimuli, Path::new("--responses"), &responses, Path::new("--pca-stimuli"), &out.join("nowhere")]));
+    assert_one_line_error(&o, "nowhere");
+
     // Bad inputs: one line, exit 2, nothing half-written.
     let fit = |responses: &Path| {
         run(plastic().args(["neural-fit", "--folds", "5", "--run"]).arg(run_dir).arg("--stimuli").arg(&stimuli).arg("--responses").arg(responses).arg("--out").arg(out.join("bad")))

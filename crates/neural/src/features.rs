@@ -216,6 +216,7 @@ pub fn size_text(bytes: u64) -> String {
 }
 
 /// What an extraction will store and hold, found by running the network on one stimulus.
+#[derive(Debug, Clone)]
 pub struct Plan {
     /// The arrays it stores, with `pool` applied.
     pub arrays: Vec<ArrayInfo>,

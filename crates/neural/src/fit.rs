@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::error::{NeuralError, Result};
 use crate::features::{ArrayInfo, FeatureStore};
-use crate::linalg::{centred_blocks, components, gram};
+use crate::linalg::Basis;
 use crate::regress::{pearson_columns, pls, ridge, ridge_alphas};
 use crate::responses::Responses;
 
@@ -165,8 +165,10 @@ pub fn kfold(n: usize, folds: usize, seed: u64) -> Vec<Vec<usize>> {
 }
 
 /// Fits every array of `features` to `responses`. `rows[i]` is the feature row of the
-/// responses' stimulus i. `progress(done, total)` after each array.
-pub fn fit(features: &dyn FeatureSource, rows: &[usize], responses: &Responses, options: &FitOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<FitReport> {
+/// responses' stimulus i. With `pca_set` (the same arrays on other stimuli, `--pca-stimuli`)
+/// the principal components are fitted there once per array instead of on each training fold,
+/// and each fold's regression works on the scores. `progress(done, total)` after each array.
+pub fn fit(features: &dyn FeatureSource, rows: &[usize], responses: &Responses, options: &FitOptions, pca_set: Option<&dyn FeatureSource>, progress: &mut dyn FnMut(usize, usize)) -> Result<FitReport> {
     let n = responses.stimuli();
     assert_eq!(rows.len(), n);
     if options.folds < 2 || options.folds > n {
@@ -206,14 +208,23 @@ pub fn fit(features: &dyn FeatureSource, rows: &[usize], responses: &Responses, 
         // The responses' stimuli's rows only (no copy when they are all the rows, in order).
         let identity = rows.len() == features.rows() && rows.iter().enumerate().all(|(i, &r)| i == r);
         let picked: Vec<f32> = if identity { x } else { rows.iter().flat_map(|&r| x[r * cols..(r + 1) * cols].iter().copied()).collect() };
-        let g = gram(&picked, n, cols);
+        let basis = match pca_set {
+            None => Basis::new(&picked, n, cols),
+            Some(set) => {
+                // PCA on the other stimuli, the responses' stimuli as its held-out rows.
+                let m = set.rows();
+                let mut stacked = set.read(k)?;
+                stacked.extend_from_slice(&picked);
+                let train: Vec<usize> = (0..m).collect();
+                let test: Vec<usize> = (m..m + n).collect();
+                Basis::of_rows(Basis::new(&stacked, m + n, cols).components(&train, &test, options.pca_components).test)
+            }
+        };
         drop(picked);
         // r[fold][target]
         let mut r_folds: Vec<Vec<f64>> = Vec::with_capacity(folds.len());
         for (held, (train, y_tr, y_te)) in folds.iter().zip(&splits) {
-            let (k_tr, k_te) = centred_blocks(&g, train, held);
-            let energy: f64 = train.iter().map(|&i| g[(i, i)]).sum();
-            let c = components(&k_tr, &k_te, options.pca_components, energy);
+            let c = basis.components(train, held, options.pca_components);
             if c.values.is_empty() {
                 // A constant layer (e.g. before any input arrives): nothing predicts.
                 r_folds.push(vec![f64::NAN; q]);
@@ -359,7 +370,19 @@ mod tests {
         let features = Memory { arrays, values, rows: n };
         let rows: Vec<usize> = (0..n).collect();
         let options = FitOptions { method, folds: 5, ..FitOptions::default() };
-        let report = fit(&features, &rows, &responses, &options, &mut |_, _| {}).unwrap();
+        let report = fit(&features, &rows, &responses, &options, None, &mut |_, _| {}).unwrap();
+        // PCA fitted on other stimuli instead: with every component kept it is a rotation, under
+        // which the regressions' predictions (and so every score) do not change.
+        let other = Memory { arrays: features.arrays.clone(), values: (0..6).map(|_| (0..150 * p).map(|_| normal(&mut rng) as f32).collect()).collect(), rows: 150 };
+        let rotated = fit(&features, &rows, &responses, &options, Some(&other), &mut |_, _| {}).unwrap();
+        for (a, b) in report.scores.iter().zip(&rotated.scores) {
+            assert!((a.raw - b.raw).abs() < 1e-6, "{method:?} {} t{} {}: {} vs {} with --pca-stimuli", a.layer, a.step, a.region, a.raw, b.raw);
+        }
+        // With fewer components than features, the PCA set's components are another basis.
+        let few = FitOptions { pca_components: 10, ..options.clone() };
+        let per_fold = fit(&features, &rows, &responses, &few, None, &mut |_, _| {}).unwrap();
+        let from_other = fit(&features, &rows, &responses, &few, Some(&other), &mut |_, _| {}).unwrap();
+        assert!(per_fold.scores.iter().zip(&from_other.scores).any(|(a, b)| (a.raw - b.raw).abs() > 1e-3), "{method:?}: 10 components from other stimuli changed nothing");
         // Reliability of the mean of 6 repetitions: var(signal) / (var(signal) + σ²/6).
         let var: f64 = {
             let mean = signal.iter().sum::<f64>() / signal.len() as f64;

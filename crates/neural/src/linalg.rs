@@ -2,11 +2,13 @@
 //! arrays (built in column blocks so a 2,000 × 65,536 layer never becomes one f64 matrix),
 //! kernel centring, and the leading eigenpairs of a symmetric matrix.
 //!
-//! Every regression of `neural-fit` works from the Gram matrix G = X Xᵀ of the stimuli's
-//! features (N × N, whatever the layer's width): the principal components of a training fold
-//! are the eigenvectors of its centred Gram matrix, and their scores on held-out stimuli come
-//! from the cross-Gram block, so PCA is fitted on the training stimuli only without ever
-//! forming the p × p covariance.
+//! A training fold's principal components come from whichever of two symmetric matrices is
+//! smaller ([`Basis`]): for an array wider than it has stimuli, the N × N Gram matrix
+//! G = X Xᵀ — the components are the eigenvectors of the fold's centred Gram block and the
+//! held-out scores come from the cross-Gram block, without ever forming the p × p covariance;
+//! for a narrower one, the p × p covariance of the fold (the scatter XᵀX of all stimuli less the
+//! held-out ones'), p³ instead of N³. Both give the same scores up to each component's sign,
+//! which no regression here depends on.
 
 use faer::{Mat, Side};
 
@@ -95,9 +97,101 @@ pub fn components(k_tr: &Mat<f64>, k_te: &Mat<f64>, max: usize, energy: f64) -> 
     Components { values, u, train, test }
 }
 
+/// What an array's per-fold components are computed from.
+pub enum Basis {
+    /// The N × N Gram matrix of the rows (arrays at least as wide as they are tall).
+    Gram(Mat<f64>),
+    /// The rows `[N × p]` and their scatter XᵀX `[p × p]` (narrower arrays).
+    Scatter { x: Mat<f64>, scatter: Mat<f64> },
+}
+
+impl Basis {
+    /// The basis of `x`, row-major `[rows × cols]` f32.
+    pub fn new(x: &[f32], rows: usize, cols: usize) -> Self {
+        if cols < rows {
+            Self::of_rows(Mat::<f64>::from_fn(rows, cols, |i, j| x[i * cols + j] as f64))
+        } else {
+            Basis::Gram(gram(x, rows, cols))
+        }
+    }
+
+    /// The basis of rows already in f64 (e.g. principal-component scores).
+    pub fn of_rows(x: Mat<f64>) -> Self {
+        if x.ncols() < x.nrows() {
+            let scatter = x.transpose() * &x;
+            Basis::Scatter { x, scatter }
+        } else {
+            Basis::Gram(&x * x.transpose())
+        }
+    }
+
+    /// The principal components of the rows `train` (centred by their mean) with the scores of
+    /// the rows `test`: at most `max` components, none below `1e-10 ·` the training rows'
+    /// uncentred sum of squares (rounding noise, as of features constant over the stimuli).
+    pub fn components(&self, train: &[usize], test: &[usize], max: usize) -> Components {
+        match self {
+            Basis::Gram(g) => {
+                let (k_tr, k_te) = centred_blocks(g, train, test);
+                let energy: f64 = train.iter().map(|&i| g[(i, i)]).sum();
+                components(&k_tr, &k_te, max, energy)
+            }
+            Basis::Scatter { x, scatter } => {
+                let p = x.ncols();
+                let n = train.len() as f64;
+                let mean: Vec<f64> = (0..p).map(|j| train.iter().map(|&i| x[(i, j)]).sum::<f64>() / n).collect();
+                // The fold's scatter: all rows' less the other rows' (cheaper than summing the
+                // training rows when they are most of them).
+                let others: Vec<usize> = {
+                    let mut in_train = vec![false; x.nrows()];
+                    train.iter().for_each(|&i| in_train[i] = true);
+                    (0..x.nrows()).filter(|&i| !in_train[i]).collect()
+                };
+                let rest = Mat::<f64>::from_fn(others.len(), p, |r, j| x[(others[r], j)]);
+                let mut cov = scatter - rest.transpose() * &rest;
+                let energy: f64 = (0..p).map(|j| cov[(j, j)]).sum();
+                for a in 0..p {
+                    for b in 0..p {
+                        cov[(a, b)] -= n * mean[a] * mean[b];
+                    }
+                }
+                let (values, v) = leading_eigen(&cov, max, 1e-10 * energy);
+                let centred = |rows: &[usize]| Mat::<f64>::from_fn(rows.len(), p, |r, j| x[(rows[r], j)] - mean[j]);
+                let train_scores = centred(train) * &v;
+                let test_scores = centred(test) * &v;
+                let u = Mat::<f64>::from_fn(train_scores.nrows(), values.len(), |i, j| train_scores[(i, j)] / values[j].sqrt());
+                Components { values, u, train: train_scores, test: test_scores }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The covariance path and the Gram path give the same components (eigenvalues, and
+    /// training and held-out scores up to each component's sign).
+    #[test]
+    fn scatter_and_gram_bases_agree() {
+        let (rows, cols) = (20, 6);
+        let x = data(rows, cols, 4);
+        let scatter = Basis::new(&x, rows, cols);
+        assert!(matches!(scatter, Basis::Scatter { .. }));
+        let gram = Basis::Gram(gram(&x, rows, cols));
+        let train: Vec<usize> = (0..rows).filter(|i| i % 4 != 1).collect();
+        let test: Vec<usize> = (0..rows).filter(|i| i % 4 == 1).collect();
+        let (a, b) = (scatter.components(&train, &test, 4), gram.components(&train, &test, 4));
+        assert_eq!(a.values.len(), 4);
+        for j in 0..4 {
+            assert!((a.values[j] - b.values[j]).abs() < 1e-9 * b.values[0], "eigenvalue {j}");
+            let sign = if a.train[(0, j)] * b.train[(0, j)] < 0.0 { -1.0 } else { 1.0 };
+            for (za, zb) in [(&a.train, &b.train), (&a.test, &b.test), (&a.u, &b.u)] {
+                for i in 0..za.nrows() {
+                    assert!((za[(i, j)] - sign * zb[(i, j)]).abs() < 1e-9 * b.values[0].sqrt(), "component {j} row {i}");
+                }
+            }
+        }
+    }
 
     fn data(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
         use rand::{Rng, SeedableRng};

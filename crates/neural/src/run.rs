@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::error::{NeuralError, Result};
 use crate::features::{FeatureMeta, FeatureOptions, Pool, Viewer, check_space, extract, plan};
-use crate::fit::{FitOptions, FitReport, fit};
+use crate::fit::{FeatureSource, FitOptions, FitReport, fit};
 use crate::ost::{Criterion, ReferenceCorrelation, Solution, correlate, decoder_probabilities, read_labels, read_reference, readout_probabilities, solutions};
 use crate::responses::Responses;
 
@@ -85,19 +85,28 @@ pub struct NeuralFitWritten {
 /// `plastic neural-fit`: features of the stimuli that have responses, fitted per layer × step
 /// (× time bin) to every region's neuroids; writes `neural_fit.csv`, `neural_fit.json`,
 /// `commitment.json` and one heat map per region into `out`.
-pub fn neural_fit(subject: &Subject, stimuli_path: &Path, responses_path: &Path, options: &FitOptions, batch_size: usize, out: &Path, progress: &mut dyn FnMut(&str, usize, usize)) -> Result<NeuralFitWritten> {
+/// `neural-fit` end to end. With `pca_stimuli`, PCA is fitted on that stimulus set's features
+/// (once per layer × step) rather than on each training fold.
+#[allow(clippy::too_many_arguments)]
+pub fn neural_fit(subject: &Subject, stimuli_path: &Path, responses_path: &Path, pca_stimuli: Option<&Path>, options: &FitOptions, batch_size: usize, out: &Path, progress: &mut dyn FnMut(&str, usize, usize)) -> Result<NeuralFitWritten> {
     // The cheap checks first: the responses and their match with the stimuli.
     let responses = Responses::load(responses_path)?;
     let stimuli = Stimuli::load(stimuli_path, &subject.viewer.preprocessing)?;
     let rows = responses.rows_in(&stimuli.ids, stimuli_path)?;
+    let pca_set = pca_stimuli.map(|p| Stimuli::load(p, &subject.viewer.preprocessing)).transpose()?;
     std::fs::create_dir_all(out).map_err(|e| NeuralError::io(out, e))?;
     let planned = plan(&subject.viewer, &stimuli, Pool::None);
-    check_space(planned.store_bytes(stimuli.len()), out, &format!("the features of {} stimuli × {} layer-steps", stimuli.len(), planned.arrays.len()))?;
+    let pca_rows = pca_set.as_ref().map_or(0, Stimuli::len);
+    check_space(planned.store_bytes(stimuli.len() + pca_rows), out, &format!("the features of {} stimuli × {} layer-steps", stimuli.len() + pca_rows, planned.arrays.len()))?;
     let total = stimuli.len();
+    let pca_store = match &pca_set {
+        Some(set) => Some(extract(&subject.viewer, set, planned.clone(), batch_size, out, &mut |done| progress("PCA stimuli", done, pca_rows))?),
+        None => None,
+    };
     let store = extract(&subject.viewer, &stimuli, planned, batch_size, out, &mut |done| progress("features", done, total))?;
-    let report = fit(&store, &rows, &responses, options, &mut |done, total| progress("fits", done, total))?;
-    drop(store);
-    let files = write_fit(&report, subject, out)?;
+    let report = fit(&store, &rows, &responses, options, pca_store.as_ref().map(|s| s as &dyn FeatureSource), &mut |done, total| progress("fits", done, total))?;
+    drop((store, pca_store));
+    let files = write_fit(&report, subject, pca_stimuli, out)?;
     Ok(NeuralFitWritten { dir: out.to_path_buf(), files, report })
 }
 
@@ -109,7 +118,7 @@ fn number(v: f64) -> String {
     if v.is_finite() { format!("{v:.6}") } else { String::new() }
 }
 
-fn write_fit(report: &FitReport, subject: &Subject, out: &Path) -> Result<Vec<PathBuf>> {
+fn write_fit(report: &FitReport, subject: &Subject, pca_stimuli: Option<&Path>, out: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let mut csv = String::from("region,bin,bin_start_ms,bin_end_ms,layer,step,score,raw,ceiling,fold_std,neuroid_q25,neuroid_q75,neuroids\n");
     for s in &report.scores {
@@ -138,6 +147,7 @@ fn write_fit(report: &FitReport, subject: &Subject, out: &Path) -> Result<Vec<Pa
         "step": subject.step,
         "unroll": subject.viewer.unroll,
         "image_off": subject.viewer.image_off,
+        "pca_stimuli": pca_stimuli.map(|p| p.display().to_string()),
         "report": report,
     });
     let path = out.join("neural_fit.json");
