@@ -13,6 +13,8 @@ Brain-Score's PyTorch wrappers and your own analysis code see ordinary modules:
     logits = model(x)                             # x: [n, c, h, w], normalised (see below)
     out = model.run(x)                            # every layer at every time step
     out.layers[t]["conv2"], out.readout[t]        # step t's output of conv2, and the readout there
+    model.train(); out = model.run(x)             # plastic's loss (backprop; a DFA run adds its own term):
+    loss = sum(F.cross_entropy(z, y) for z in out.loss_logits) / len(out.loss_logits)
     x = model.normalize(images_in_0_1)            # (x − mean) / std per channel, as in training
 
 A ConvRNN is unrolled as plastic unrolls it: at step t every layer reads its inputs' outputs
@@ -28,8 +30,13 @@ compares every output with plastic's (max |Δ| ≤ 1e-4 · max |y| for each outp
 it exits 1 on any difference larger than that.
 
 Only PyTorch is needed (no numpy, no safetensors package): the safetensors reader is the few
-lines below. The feedback weights B of a learning rule (`….feedback`, `….magnitude`) are not
-part of the forward pass; they are kept in `model.feedback_weights`.
+lines below. A learning rule's extra tensors — its feedback weights B (`….feedback`, and
+direct feedback alignment's `direct_feedback.N.feedback`) and sign symmetry's fixed magnitudes
+(`….magnitude`) — are not part of the forward pass; they are kept, on the CPU, in
+`model.feedback_weights`. What is checked is the
+forward pass in evaluation mode. Training the rebuilt model in PyTorch is ordinary backprop
+with PyTorch's own BatchNorm statistics updates; plastic's learning rules and truncated
+backprop through time (`truncate_every`) are not reproduced here.
 """
 
 import json
@@ -216,13 +223,30 @@ class DenseUnit(nn.Module):
         return self.dropout(x) if self.dropout is not None else x
 
 
-class PlasticCnn(nn.Module):
+class _Plastic(nn.Module):
+    """What both kinds of model share: the export's description and the input normalisation."""
+
+    def __init__(self, arch):
+        super().__init__()
+        self.arch = arch
+        self.preprocessing = arch["preprocessing"]
+        self.class_names = arch["preprocessing"]["class_names"]
+        self.feature_layers = arch["feature_layers"]
+
+    def normalize(self, x):
+        """Images scaled to [0, 1], `[n, c, h, w]`, normalised per channel as in training:
+        (x − mean) / std."""
+        shape = (1, -1, 1, 1)
+        mean = torch.tensor(self.preprocessing["mean"], dtype=x.dtype, device=x.device).reshape(shape)
+        std = torch.tensor(self.preprocessing["std"], dtype=x.dtype, device=x.device).reshape(shape)
+        return (x - mean) / std
+
+
+class PlasticCnn(_Plastic):
     """A zoo CNN: `stages` in plastic's order, with plastic's parameter names."""
 
     def __init__(self, arch, weights):
-        super().__init__()
-        self.arch = arch
-        self.feature_layers = arch["feature_layers"]
+        super().__init__(arch)
         stages = []
         for i, spec in enumerate(arch["model"]["stages"]):
             kind, p = _variant(spec)
@@ -246,13 +270,15 @@ class PlasticCnn(nn.Module):
             x = stage(x)
         return x
 
-    def run(self, x):
-        """Every stage's output (one step), the readout and the logits."""
+    def run(self, x, times=None, image_off=None):
+        """Every stage's output (one step; a dense stage's as `[n, units]`, where `plastic
+        features` stores `[n, units, 1, 1]`), the readout and the logits. `times` and
+        `image_off` are accepted for a ConvRNN's sake and ignored, as plastic ignores them."""
         layers = {}
         for name, stage in zip(self.feature_layers, self.stages):
             x = stage(x)
             layers[name] = x
-        return SimpleNamespace(layers=[layers], readout=[x], logits=x)
+        return SimpleNamespace(layers=[layers], readout=[x], logits=x, loss_logits=[x])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,14 +304,23 @@ def interpolation_matrix(n_in, n_out, mode):
     return a.to(torch.float32)
 
 
+_MATRICES = {}
+
+
+def _matrix(n_in, n_out, mode, like):
+    """`interpolation_matrix` on `like`'s device and dtype, built once per size and mode."""
+    key = (n_in, n_out, mode, like.device, like.dtype)
+    if key not in _MATRICES:
+        _MATRICES[key] = interpolation_matrix(n_in, n_out, mode).to(like)
+    return _MATRICES[key]
+
+
 def resize(x, size, mode):
     """`[n, c, h, w]` to `[n, c, size[0], size[1]]` as `A_h · X · A_wᵀ`."""
     h, w = x.shape[-2:]
     if [h, w] == list(size):
         return x
-    a_h = interpolation_matrix(h, size[0], mode).to(x)
-    a_w = interpolation_matrix(w, size[1], mode).to(x)
-    return a_h @ x @ a_w.transpose(0, 1)
+    return _matrix(h, size[0], mode, x) @ x @ _matrix(w, size[1], mode, x).transpose(0, 1)
 
 
 class SeparableConv(nn.Module):
@@ -445,15 +480,13 @@ class ConvRnnLayer(nn.Module):
         return h, state
 
 
-class PlasticConvRnn(nn.Module):
+class PlasticConvRnn(_Plastic):
     """A ConvRNN: `layers` and a `readout` (spatial mean, then linear), unrolled over
     `plan["times"]` steps."""
 
     def __init__(self, arch, weights):
-        super().__init__()
-        self.arch = arch
+        super().__init__(arch)
         self.plan = dict(arch["model"]["plan"])
-        self.feature_layers = arch["feature_layers"]
         wiring = arch["model"]["layers"]
         self.layers = nn.ModuleList(ConvRnnLayer(w, weights, f"layers.{i}", self.plan["resize"]) for i, w in enumerate(wiring))
         self.readout = _linear(weights, "readout")
@@ -463,9 +496,12 @@ class PlasticConvRnn(nn.Module):
 
     def run(self, images, times=None, image_off=None):
         """The unroll: `layers[t][name]` every layer's output after step t, `readout[t]` the
-        readout of the last layer there, `logits` the prediction. `times` / `image_off`
+        readout of the last layer there, `logits` the prediction, `loss_logits` the logits
+        plastic's training loss averages its cross-entropy over. `times` / `image_off`
         override the run's (as `plastic features --unroll / --image-off`)."""
         plan = dict(self.plan)
+        if times is not None and times < 1:
+            raise ValueError(f"times = {times}: the number of time steps must be at least 1")
         if times is not None:
             if plan["image_off"] >= plan["times"]:
                 plan["image_off"] = times
@@ -497,7 +533,8 @@ class PlasticConvRnn(nn.Module):
             outputs = nxt
             steps.append(dict(zip(self.feature_layers, outputs)))
             readouts.append(readout)
-        return SimpleNamespace(layers=steps, readout=readouts, logits=self._predict(loss_logits[plan["loss_start"] :], plan))
+        loss_logits = loss_logits[plan["loss_start"] :]
+        return SimpleNamespace(layers=steps, readout=readouts, logits=self._predict(loss_logits, plan), loss_logits=loss_logits)
 
     def _predict(self, steps, plan):
         mode = plan["readout"]
@@ -546,18 +583,9 @@ def load(directory, device="cpu"):
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise ValueError(f"{directory}: weights do not match the graph (missing {missing}, unexpected {unexpected})")
+    # Not module state: B and magnitudes stay on the CPU whatever `device` is.
     model.feedback_weights = feedback
-    model.preprocessing = arch["preprocessing"]
-    model.class_names = arch["preprocessing"]["class_names"]
-    model.normalize = lambda x: _normalize(x, arch["preprocessing"])
     return model.to(device).eval()
-
-
-def _normalize(x, preprocessing):
-    """Images scaled to [0, 1], `[n, c, h, w]`, normalised per channel as in training."""
-    mean = torch.tensor(preprocessing["mean"], dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
-    std = torch.tensor(preprocessing["std"], dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
-    return (x - mean) / std
 
 
 def check(directory):
@@ -577,7 +605,10 @@ def check(directory):
         raise ValueError(f"{directory}: outputs differ in names: only plastic {sorted(set(expected) - set(ours))[:5]}, only here {sorted(set(ours) - set(expected))[:5]}")
     worst, worst_name = 0.0, None
     for name, y in expected.items():
-        mine = ours[name].reshape(y.shape)
+        mine = ours[name]
+        if mine.shape != y.shape and not (mine.dim() == 2 and list(y.shape) == [*mine.shape, 1, 1]):
+            raise ValueError(f"{directory}: {name} has shape {list(mine.shape)} here, {list(y.shape)} in plastic")
+        mine = mine.reshape(y.shape)
         # Outputs that are zero up to rounding (a layer the image has not reached) are compared
         # against 1e-6, not against their own rounding noise.
         scale = max(y.abs().max().item(), 1e-6)
@@ -596,8 +627,8 @@ def _main(argv):
     for directory in argv[1:]:
         try:
             worst, name, count = check(directory)
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
-            print(f"FAIL {directory}: {e}")
+        except Exception as e:  # one unreadable folder must not stop the others
+            print(f"FAIL {directory}: {type(e).__name__}: {e}")
             failed += 1
             continue
         ok = worst <= TOLERANCE

@@ -13,7 +13,10 @@ fc 128 → ReLU → fc), `knet4` (Caffe's cifar10_full without LRN, plastic's de
 convs 32, 32, 64 with 3×3/2 pools, fc), `alexnet` (plastic's small-input variant below 100 px:
 conv1 3×3/1 at 32 px, 5×5/2 from 48 px, 11×11/4 from 100 px; adaptive pool to 2×2, or 6×6 from
 100 px; no dropout, no LRN), `resnet18` (torchvision's; the CIFAR stem, a 3×3/1 conv without
-the max-pool, below 100 px, as plastic's `stem = "auto"`), `shallownet`.
+the max-pool, below 100 px, as plastic's `stem = "auto"`), `shallownet`. With `--export DIR`
+(a `plastic export --format pytorch` folder), the exported model as `python/plastic_torch.py`
+rebuilds it — the ConvRNN twins of `scripts/compare.sh` — trained on the mean cross-entropy of
+its loss steps, as plastic trains it.
 
 Peak memory: on the CPU the growth of the process's peak resident set (VmHWM, reset through
 /proc/self/clear_refs) over its resident set before the first step, as `plastic bench`
@@ -24,7 +27,9 @@ It installs nothing: `pip install torch` (and torchvision for resnet18).
 import argparse
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -107,7 +112,8 @@ def rss_kib(field):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, choices=sorted(MODELS))
+    p.add_argument("--model", choices=sorted(MODELS))
+    p.add_argument("--export", help="a `plastic export --format pytorch` folder: time its model (any zoo CNN or ConvRNN, rebuilt by plastic_torch) instead of --model; the input shape and classes are the export's")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: PyTorch's default)")
     p.add_argument("--batch", type=int, default=32)
@@ -125,7 +131,20 @@ def main():
     dev = torch.device(a.device)
     cuda = dev.type == "cuda"
     torch.manual_seed(0)
-    model = MODELS[a.model](a.channels, a.resolution, a.classes).to(dev)
+    if a.export:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+        import plastic_torch
+
+        model = plastic_torch.load(a.export, device=dev).train()
+        a.channels, a.resolution, _ = model.arch["input"]
+        a.classes = model.arch["classes"]
+        a.model = model.arch["model"]["kind"] if a.model is None else a.model
+        forward = lambda x: model.run(x).loss_logits  # noqa: E731
+    elif a.model:
+        model = MODELS[a.model](a.channels, a.resolution, a.classes).to(dev)
+        forward = lambda x: [model(x)]  # noqa: E731
+    else:
+        p.error("give --model or --export")
     params = sum(t.numel() for t in model.parameters())
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     x = torch.randn(a.batch, a.channels, a.resolution, a.resolution, device=dev)
@@ -135,7 +154,9 @@ def main():
     def step():
         opt.zero_grad(set_to_none=True)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.precision == "bf16"):
-            loss = loss_fn(model(x), y)
+            # A ConvRNN's loss is the mean cross-entropy over its loss steps, as plastic's.
+            logits = forward(x)
+            loss = sum(loss_fn(z, y) for z in logits) / len(logits)
         loss.backward()
         opt.step()
 
@@ -172,6 +193,7 @@ def main():
         "device": torch.cuda.get_device_name(dev) if cuda else "cpu", "precision": a.precision,
         "threads": torch.get_num_threads(), "batch": a.batch,
         "input": [a.channels, a.resolution, a.resolution], "params": params, "step_ms": 1e3 * t,
+        **({"times": model.plan["times"]} if a.export and hasattr(model, "plan") else {}),
         "images_per_second": a.batch / t, "peak_memory_mib": peak,
     }), flush=True)
 

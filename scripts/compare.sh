@@ -10,9 +10,11 @@
 #   DEVICE=cuda PLASTIC_DEVICE=wgpu scripts/compare.sh resnet18_224 convnet
 #
 # Cases (batch 64 unless said): knet4, convnet, alexnet, resnet18 at 32 px; alexnet_64 (64 px);
-# resnet18_224 (224 px, 1000 classes). PyTorch's side is scripts/bench_pytorch.py (it installs
-# nothing: `pip install torch torchvision` into $PYTHON's environment). The ConvRNN cases
-# (convrnn_quickstart, rgc_shallow) have no PyTorch twin yet.
+# resnet18_224 (224 px, 1000 classes); the ConvRNNs convrnn_quickstart (8 px, 1 channel, T = 7)
+# and rgc_shallow_64 (64 px, T = 8), batch 32. PyTorch's side is scripts/bench_pytorch.py (it
+# installs nothing: `pip install torch torchvision` into $PYTHON's environment); a ConvRNN's
+# twin is plastic's own model exported with `--format pytorch` (after one training step on
+# synthetic images of the case's size) and rebuilt by python/plastic_torch.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/plastic-target}"
@@ -28,12 +30,14 @@ fi
 "$PYTHON" -c "import torch" 2>/dev/null || { echo "compare: $PYTHON cannot import torch (pip install torch torchvision)" >&2; exit 2; }
 export RAYON_NUM_THREADS="$THREADS" OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
 
-# name → "model batch resolution classes"
+# name → "model batch resolution classes [channels config set…]" (a ConvRNN's model is its config)
 declare -A CASES=(
     [knet4]="knet4 64 32 10" [convnet]="convnet 64 32 10" [alexnet]="alexnet 64 32 10"
     [resnet18]="resnet18 64 32 10" [alexnet_64]="alexnet 64 64 10" [resnet18_224]="resnet18 64 224 1000"
+    [convrnn_quickstart]="convrnn 32 8 10 1 configs/convrnn_quickstart.toml"
+    [rgc_shallow_64]="convrnn 32 64 10 3 configs/rgc_shallow.toml model.convrnn.times=8"
 )
-ORDER=(knet4 convnet alexnet resnet18 alexnet_64 resnet18_224)
+ORDER=(knet4 convnet alexnet resnet18 alexnet_64 resnet18_224 convrnn_quickstart rgc_shallow_64)
 [ "$#" -gt 0 ] && ORDER=("$@")
 mkdir -p bench/results
 OUT="bench/results/compare-$DEVICE-$(date +%Y-%m-%d).jsonl"
@@ -44,14 +48,27 @@ median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1
 for name in "${ORDER[@]}"; do
     spec="${CASES[$name]:-}"
     [ -n "$spec" ] || { echo "compare: unknown case '$name' (cases: ${!CASES[*]})" >&2; exit 2; }
-    read -r model batch res classes <<< "$spec"
+    read -r model batch res classes channels config sets <<< "$spec"
+    channels="${channels:-3}"
     steps=5; rounds=3
     # Seconds-long steps on the CPU: fewer per process (still the median of 3 rounds).
     [ "$DEVICE" = cpu ] && [ "$model" = resnet18 ] && steps=2
     [ "$res" -ge 100 ] && [ "$DEVICE" = cpu ] && { steps=1; rounds=2; }
-    common=(--model "$model" --batch "$batch" --resolution "$res" --channels 3 --classes "$classes" --steps "$steps" --rounds "$rounds")
-    run_plastic() { "$PLASTIC" bench --device "$PLASTIC_DEVICE" "${common[@]}" | tail -n 1; }
-    run_torch() { "$PYTHON" scripts/bench_pytorch.py --device "$DEVICE" --threads "$THREADS" "${common[@]}"; }
+    shape=(--batch "$batch" --resolution "$res" --channels "$channels" --classes "$classes" --steps "$steps" --rounds "$rounds")
+    if [ "$model" = convrnn ]; then
+        overrides=(); for s in $sets; do overrides+=(--set "$s"); done
+        export_dir="$(mktemp -d)/$name"
+        "$PLASTIC" train --device cpu --config "$config" "${overrides[@]}" --set name="$name" --set data.kind=synthetic \
+            --set data.classes="$classes" --set data.resolution="$res" --set data.synthetic.size="$res" \
+            --set data.synthetic.channels="$channels" --set data.synthetic.classes="$classes" --set data.synthetic.samples=40 \
+            --set train.steps=1 --set train.batch_size=4 --set train.warmup_steps=0 --out "$(dirname "$export_dir")/runs" > /dev/null 2>&1
+        "$PLASTIC" export --run "$(dirname "$export_dir")/runs/$name" --format pytorch --output "$export_dir" 2> /dev/null
+        run_plastic() { "$PLASTIC" bench --device "$PLASTIC_DEVICE" --config "$config" "${overrides[@]}" "${shape[@]}" | tail -n 1; }
+        run_torch() { "$PYTHON" scripts/bench_pytorch.py --device "$DEVICE" --threads "$THREADS" --export "$export_dir" --batch "$batch" --steps "$steps" --rounds "$rounds"; }
+    else
+        run_plastic() { "$PLASTIC" bench --device "$PLASTIC_DEVICE" --model "$model" "${shape[@]}" | tail -n 1; }
+        run_torch() { "$PYTHON" scripts/bench_pytorch.py --device "$DEVICE" --threads "$THREADS" --model "$model" "${shape[@]}"; }
+    fi
     run_plastic > /dev/null
     run_torch > /dev/null
     p_ips=(); t_ips=(); p_mem=(); t_mem=()

@@ -4,7 +4,9 @@
 //! (`stages.0.conv.weight`). Linear weights (and their B and sign-symmetry magnitudes) are
 //! transposed to PyTorch's `[out, in]`, whatever the layer is called (a CNN's `linear`, a
 //! ConvRNN's `readout`): they are told apart from conv kernels by their rank, 2 against 4.
-//! BatchNorm's `gamma` / `beta` become `weight` / `bias`. The file's metadata maps each
+//! BatchNorm's `gamma` / `beta` become `weight` / `bias`. Direct feedback alignment's B,
+//! `direct_feedback.N.feedback` (burn's `[input, classes]`), belongs to no layer and is
+//! transposed like a Linear kernel, to `[classes, input]`. The file's metadata maps each
 //! feedback layer name (`conv1`, `fc3`, …) to its parameter prefix.
 //!
 //! [`export_pytorch`] writes a folder PyTorch can load without plastic: those weights, the
@@ -90,7 +92,7 @@ pub fn export_safetensors(model: &Network, preprocessing: Option<&plastic_data::
     let mut metadata = HashMap::from([
         ("format".to_string(), "pt".to_string()),
         ("plastic.layers".to_string(), serde_json::Value::Object(layers).to_string()),
-        ("plastic.layout".to_string(), "conv kernels [out, in/groups, kh, kw]; linear [out, in]; feedback B in its layer's kernel layout".to_string()),
+        ("plastic.layout".to_string(), "conv kernels [out, in/groups, kh, kw]; linear [out, in]; feedback B in its layer's kernel layout; direct feedback B [classes, input]".to_string()),
     ]);
     if let Some(p) = preprocessing {
         metadata.insert("plastic.preprocessing".to_string(), serde_json::to_string(p).expect("plain data"));
@@ -172,13 +174,15 @@ pub fn export_pytorch(loaded: &LoadedModel, dir: &Path) -> Result<()> {
         return Err(TrainError::Run(format!("--output {}: a PyTorch export is a folder, and this is a file", dir.display())));
     }
     let json = |v: &serde_json::Value| serde_json::to_string_pretty(v).expect("plain data") + "\n";
+    // The probe first: everything that runs the model is done before anything is replaced, so
+    // a failed export leaves an earlier one in `dir` whole.
+    let probe = to_safetensors(&probe(&loaded.model, loaded.preprocessing.shape()), HashMap::from([("format".to_string(), "pt".to_string())]));
     export_safetensors(&loaded.model, Some(&loaded.preprocessing), &dir.join("model.safetensors"))?;
     write_atomic(&dir.join("model.json"), json(&architecture(loaded)).as_bytes())?;
     write_atomic(&dir.join("config.toml"), loaded.config.to_toml().as_bytes())?;
     write_atomic(&dir.join("preprocessing.json"), json(&serde_json::to_value(&loaded.preprocessing).expect("plain data")).as_bytes())?;
     write_atomic(&dir.join("plastic_torch.py"), PLASTIC_TORCH_PY.as_bytes())?;
-    let probe = probe(&loaded.model, loaded.preprocessing.shape());
-    write_atomic(&dir.join("probe.safetensors"), &to_safetensors(&probe, HashMap::from([("format".to_string(), "pt".to_string())])))
+    write_atomic(&dir.join("probe.safetensors"), &probe)
 }
 
 #[cfg(test)]
