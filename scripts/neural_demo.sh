@@ -7,7 +7,9 @@
 #
 #   PYTHON=.venv/bin/python scripts/neural_demo.sh       # writes neural-demo/
 #
-# Needs numpy and scikit-learn in $PYTHON (for the stimuli and the synthetic recordings only).
+# Needs numpy and scikit-learn in $PYTHON (for the stimuli and the synthetic recordings), and
+# torch for the last step: the run exported for PyTorch, shown the same stimuli in PyTorch, must
+# agree with `plastic ost` (scripts/torch_bridge_demo.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PLASTIC="${PLASTIC:-${CARGO_TARGET_DIR:-target}/release/plastic}"
@@ -36,3 +38,5 @@ with open(f"{out}/labels.csv", "w") as f:
     f.writelines(f"{i},{l}\n" for i, l in zip(ids, labels))
 PY
 "$PLASTIC" ost --run "$RUN" --stimuli "$OUT/stimuli.npz" --labels "$OUT/labels.csv" --out "$OUT/ost"
+"$PLASTIC" export --run "$RUN" --format pytorch
+"$PYTHON" scripts/torch_bridge_demo.py "$RUN/pytorch" "$OUT/stimuli.npz" "$OUT/ost"

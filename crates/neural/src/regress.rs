@@ -62,10 +62,12 @@ pub fn pls(c: &Components, y: &Mat<f64>, components: usize) -> Result<Mat<f64>, 
     let k = c.train.ncols();
     let x = Array2::from_shape_fn((c.train.nrows(), k), |(i, j)| c.train[(i, j)]);
     let t = Array2::from_shape_fn((y.nrows(), y.ncols()), |(i, j)| y[(i, j)]);
+    // Each component's weights are the leading singular pair of the deflated XᵀY, taken by an
+    // SVD: the pair scikit-learn's NIPALS iterates towards, without its power method, which
+    // can run out of iterations (it did, on a trained ConvRNN's conv3, after 500).
     let model = linfa_pls::PlsRegression::<f64>::params(components.min(k).max(1))
         .scale(false)
-        .max_iterations(500)
-        .tolerance(1e-6)
+        .algorithm(linfa_pls::Algorithm::Svd)
         .fit(&DatasetBase::new(x, t))
         .map_err(|e| e.to_string())?;
     let test = Array2::from_shape_fn((c.test.nrows(), k), |(i, j)| c.test[(i, j)]);
