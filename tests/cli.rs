@@ -420,14 +420,7 @@ fn write_responses(path: &Path, shape: &[u64], values: &[f64], ids: &[String], r
     let mut w = npz.array::<f64>("responses", Default::default()).unwrap().default_dtype().shape(shape).begin_nd().unwrap();
     w.extend(values.iter().copied()).unwrap();
     w.finish().unwrap();
-    let strings = |npz: &mut npyz::npz::NpzWriter<std::io::BufWriter<std::fs::File>>, name: &str, v: &[String]| {
-        let t = format!("<U{}", v.iter().map(|s| s.len()).max().unwrap_or(1).max(1)).parse::<npyz::TypeStr>().unwrap();
-        let mut w = npz.array::<str>(name, Default::default()).unwrap().dtype(npyz::DType::new_scalar(t)).shape(&[v.len() as u64]).begin_nd().unwrap();
-        for s in v {
-            w.push(s.as_str()).unwrap();
-        }
-        w.finish().unwrap();
-    };
+    let strings = |npz: &mut npyz::npz::NpzWriter<std::io::BufWriter<std::fs::File>>, name: &str, v: &[String]| plastic_data::npz_write_strings(npz, name, v, Default::default()).unwrap();
     strings(&mut npz, "stimulus_id", ids);
     if let Some(r) = regions {
         strings(&mut npz, "region", &r.iter().map(|s| s.to_string()).collect::<Vec<_>>());

@@ -41,7 +41,7 @@ pub use error::{DataError, Result};
 pub use loader::{BatchStream, LoaderSeeds, TrainLoader, eval_batches};
 pub use preprocessing::{PREPROCESSING_FILE, Preprocessing};
 pub use set::ImageSet;
-pub use stimuli::{Stimuli, npz_strings};
+pub use stimuli::{Stimuli, npz_strings, npz_write_strings};
 pub use synthetic::{Pattern, SyntheticConfig};
 pub use transform::{Augmentation, Batch, Normalization, make_batch};
 

@@ -194,6 +194,25 @@ fn load_npz(path: &Path, prep: &Preprocessing) -> Result<Stimuli> {
     Ok(Stimuli { ids, labels, pixels, shape: out_shape, source: path.to_path_buf() })
 }
 
+/// Writes `values` as the 1-D unicode array `name` (`<U{longest}`, as numpy stores
+/// `np.array(list_of_str)`), the counterpart of [`npz_strings`]; every NPZ plastic writes
+/// stores its strings this way.
+pub fn npz_write_strings<W: std::io::Write + std::io::Seek>(
+    npz: &mut npyz::npz::NpzWriter<W>,
+    name: &str,
+    values: &[impl AsRef<str>],
+    options: npyz::zip::write::FileOptions,
+) -> std::io::Result<()> {
+    use npyz::WriterBuilder;
+    let longest = values.iter().map(|s| s.as_ref().chars().count()).max().unwrap_or(0).max(1);
+    let type_str = format!("<U{longest}").parse::<npyz::TypeStr>().map_err(std::io::Error::other)?;
+    let mut writer = npz.array::<str>(name, options)?.dtype(npyz::DType::new_scalar(type_str)).shape(&[values.len() as u64]).begin_nd()?;
+    for v in values {
+        writer.push(v.as_ref())?;
+    }
+    writer.finish()
+}
+
 /// The string array `name` of an open NPZ at `path`, which must hold `len` entries; `None`
 /// when the archive has no such array.
 pub fn npz_strings(npz: &mut npyz::npz::NpzArchive<std::io::BufReader<std::fs::File>>, name: &str, len: usize, path: &Path) -> Result<Option<Vec<String>>> {

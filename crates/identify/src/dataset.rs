@@ -325,9 +325,9 @@ fn write_npz(path: &Path, d: &Dataset) -> std::io::Result<()> {
     write_f64(&mut npz, "X_views", &shape(&[d.views.len(), d.n, d.p, d.s]), &d.x_views)?;
     write_f64(&mut npz, "views", &shape(&[d.views.len(), 2]), &d.views.iter().flat_map(|&(a, b)| [a, b]).collect::<Vec<_>>())?;
     write_f64(&mut npz, "X_cat", &shape(&[d.n, 3]), &d.x_cat.iter().flatten().copied().collect::<Vec<_>>())?;
-    write_strings(&mut npz, "obs_keys", &d.obs_keys)?;
-    write_strings(&mut npz, "rule", &d.rule)?;
-    write_strings(&mut npz, "optimizer", &d.optimizer)?;
+    plastic_data::npz_write_strings(&mut npz, "obs_keys", &d.obs_keys, Default::default())?;
+    plastic_data::npz_write_strings(&mut npz, "rule", &d.rule, Default::default())?;
+    plastic_data::npz_write_strings(&mut npz, "optimizer", &d.optimizer, Default::default())?;
     write_f64(&mut npz, "point_fraction", &shape(&[d.p]), &d.point_fraction)?;
     let mut inner = npz.zip_writer().finish().map_err(std::io::Error::other)?;
     inner.flush()?;
@@ -337,17 +337,6 @@ fn write_npz(path: &Path, d: &Dataset) -> std::io::Result<()> {
 fn write_f64<W: std::io::Write + std::io::Seek>(npz: &mut NpzWriter<W>, name: &str, shape: &[u64], data: &[f64]) -> std::io::Result<()> {
     let mut w = npz.array::<f64>(name, Default::default())?.default_dtype().shape(shape).begin_nd()?;
     w.extend(data.iter().copied())?;
-    w.finish()
-}
-
-/// A unicode (`<U`) array, as numpy writes `np.array(list_of_str)`.
-fn write_strings<W: std::io::Write + std::io::Seek>(npz: &mut NpzWriter<W>, name: &str, values: &[String]) -> std::io::Result<()> {
-    let width = values.iter().map(|v| v.chars().count()).max().unwrap_or(0).max(1);
-    let type_str: npyz::TypeStr = format!("<U{width}").parse().map_err(std::io::Error::other)?;
-    let mut w = npz.array::<str>(name, Default::default())?.dtype(npyz::DType::Plain(type_str)).shape(&[values.len() as u64]).begin_nd()?;
-    for v in values {
-        w.push(v.as_str())?;
-    }
     w.finish()
 }
 

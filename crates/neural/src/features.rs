@@ -354,15 +354,7 @@ pub fn write_npz(store: &FeatureStore, stimuli: &Stimuli, meta: &FeatureMeta, po
         let file = File::create(&tmp).map_err(|e| NeuralError::io(&tmp, e))?;
         let mut npz = NpzWriter::new(BufWriter::new(file));
         let stored = || npyz::zip::write::FileOptions::default().compression_method(npyz::zip::CompressionMethod::Stored).large_file(true).last_modified_time(npyz::zip::DateTime::default());
-        let strings = |npz: &mut NpzWriter<BufWriter<File>>, name: &str, values: &[String]| -> std::io::Result<()> {
-            let longest = values.iter().map(|s| s.chars().count()).max().unwrap_or(0).max(1);
-            let t = format!("<U{longest}").parse::<npyz::TypeStr>().map_err(std::io::Error::other)?;
-            let mut w = npz.array::<str>(name, stored())?.dtype(npyz::DType::new_scalar(t)).shape(&[values.len() as u64]).begin_nd()?;
-            for v in values {
-                w.push(v.as_str())?;
-            }
-            w.finish()
-        };
+        let strings = |npz: &mut NpzWriter<BufWriter<File>>, name: &str, values: &[String]| plastic_data::npz_write_strings(npz, name, values, stored());
         strings(&mut npz, "stimulus_id", &stimuli.ids).map_err(io)?;
         strings(&mut npz, "labels", &stimuli.labels.iter().map(|l| l.clone().unwrap_or_default()).collect::<Vec<_>>()).map_err(io)?;
         let mut layers: Vec<String> = Vec::new();

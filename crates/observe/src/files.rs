@@ -395,15 +395,9 @@ fn first_duplicate(names: &[String]) -> Option<&str> {
     names.iter().find(|n| !seen.insert(n.as_str())).map(String::as_str)
 }
 
-/// A 1-D unicode array (`<U{longest}`, as numpy stores `np.array(list_of_str)`).
+/// A 1-D unicode array, with this file's zip options.
 fn write_strings<W: Write + Seek>(npz: &mut NpzWriter<W>, name: &str, strings: &[impl AsRef<str>]) -> io::Result<()> {
-    let longest = strings.iter().map(|s| s.as_ref().chars().count()).max().unwrap_or(0).max(1);
-    let type_str = format!("<U{longest}").parse::<npyz::TypeStr>().map_err(io::Error::other)?;
-    let mut writer = npz.array::<str>(name, file_options())?.dtype(npyz::DType::new_scalar(type_str)).shape(&[strings.len() as u64]).begin_nd()?;
-    for s in strings {
-        writer.push(s.as_ref())?;
-    }
-    writer.finish()
+    plastic_data::npz_write_strings(npz, name, strings, file_options())
 }
 
 /// A C-order array of f64 or i64 of `shape`.
