@@ -131,7 +131,8 @@ fn parse_times(s: &str) -> Result<Option<Vec<usize>>, NeuralError> {
     s.split(',').map(|t| t.trim().parse::<usize>().map_err(|_| bad())).collect::<Result<Vec<_>, _>>().map(Some)
 }
 
-fn subject(args: &SubjectArgs, layers: &[String], times: &str, pool: Pool) -> Result<Subject, crate::Failure> {
+/// The run to show stimuli to, and the feature options it was opened with.
+fn subject(args: &SubjectArgs, layers: &[String], times: &str, pool: Pool) -> Result<(Subject, FeatureOptions), crate::Failure> {
     plastic_train::set_threads(0);
     let device = select(args.device)?;
     let options = FeatureOptions {
@@ -142,7 +143,8 @@ fn subject(args: &SubjectArgs, layers: &[String], times: &str, pool: Pool) -> Re
         unroll: args.unroll,
         image_off: args.image_off,
     };
-    Ok(Subject::open(&args.run, args.checkpoint.as_deref(), &device.device, &options)?)
+    let subject = Subject::open(&args.run, args.checkpoint.as_deref(), &device.device, &options)?;
+    Ok((subject, options))
 }
 
 /// A progress counter on stderr, where stderr is a terminal (logs get the summary line only).
@@ -154,9 +156,8 @@ fn show_progress(label: &str, done: usize, total: usize) {
 
 pub fn run_features(args: FeaturesArgs) -> Result<(), crate::Failure> {
     let pool: Pool = args.pool.parse().map_err(NeuralError::Invalid)?;
-    let s = subject(&args.subject, &args.layers, &args.times, pool)?;
+    let (s, options) = subject(&args.subject, &args.layers, &args.times, pool)?;
     let out = args.out.unwrap_or_else(|| args.subject.run.join("features.npz"));
-    let options = FeatureOptions { pool, batch_size: args.subject.batch, ..FeatureOptions::default() };
     let written = features(&s, &args.subject.stimuli, &options, &out, &mut |done, total| show_progress("stimuli", done, total))?;
     eprintln!("wrote {} ({} stimuli × {} arrays, {})", out.display(), written.stimuli, written.arrays.len(), plastic_neural::features::size_text(written.bytes));
     Ok(())
@@ -164,7 +165,7 @@ pub fn run_features(args: FeaturesArgs) -> Result<(), crate::Failure> {
 
 pub fn run_neural_fit(args: NeuralFitArgs) -> Result<(), crate::Failure> {
     let method: Method = args.method.parse().map_err(NeuralError::Invalid)?;
-    let s = subject(&args.subject, &args.layers, &args.times, Pool::None)?;
+    let (s, _) = subject(&args.subject, &args.layers, &args.times, Pool::None)?;
     let out = args.out.unwrap_or_else(|| args.subject.run.join("neural_fit"));
     let options = FitOptions { method, folds: args.folds, seed: args.seed, pca_components: args.pca.max(1), ..FitOptions::default() };
     let written = neural_fit(&s, &args.subject.stimuli, &args.responses, args.pca_stimuli.as_deref(), &options, args.subject.batch, &out, &mut show_progress)?;
@@ -184,7 +185,7 @@ pub fn run_ost(args: OstArgs) -> Result<(), crate::Failure> {
         ("logistic", None) => return Err(NeuralError::Invalid("--decoder logistic needs --layer (the layer to decode)".into()).into()),
         (other, _) => return Err(NeuralError::Invalid(format!("--decoder {other:?}: expected readout or logistic")).into()),
     };
-    let s = subject(&args.subject, &[], "all", Pool::None)?;
+    let (s, _) = subject(&args.subject, &[], "all", Pool::None)?;
     let out = args.out.unwrap_or_else(|| args.subject.run.clone());
     let written = ost(&s, &args.subject.stimuli, args.labels.as_deref(), args.reference.as_deref(), criterion, &decoder, args.subject.batch, &out)?;
     println!("{}", serde_json::to_string(&written).expect("plain data"));
