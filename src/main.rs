@@ -425,7 +425,18 @@ fn main() -> ExitCode {
         // SAFETY: single-threaded at this point; nothing else reads the environment yet.
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print as clap prints them; bad arguments get the one-line form
+        // every other error gets (clap's usage block and "--help" hint dropped), exit 2.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.render().to_string();
+            let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("Usage:") && !l.starts_with("For more information")).collect();
+            eprintln!("{}", plastic_search::one_line(&kept.join("\n")));
+            return ExitCode::from(2);
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

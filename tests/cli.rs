@@ -300,6 +300,14 @@ fn bad_inputs_fail_with_one_line_and_exit_code_2() {
 
     let o = run(plastic().args(["eval", "--run"]).arg(dir.join("no-such-run")));
     assert_one_line_error(&o, "not a run directory");
+
+    // What clap rejects reads the same: one line, with the possible values or the suggestion.
+    let o = run(plastic().args(["export", "--run"]).arg(&dir).args(["--format", "onnx"]));
+    assert_one_line_error(&o, "possible values: safetensors, pytorch");
+    let o = run(plastic().args(["trian"]));
+    assert_one_line_error(&o, "'train'");
+    let o = run(plastic().args(["export"]));
+    assert_one_line_error(&o, "--run");
 }
 
 #[test]
