@@ -20,6 +20,7 @@ use burn::module::{Module, Param};
 use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::{Device, Tensor};
+use plastic_rules::pointwise::{self, GateNonlinearity};
 use plastic_rules::{Activation, FeedbackConv2d, FeedbackLayer};
 use serde::{Deserialize, Serialize};
 
@@ -39,24 +40,6 @@ pub enum CellKind {
     Ugrnn,
     IntersectionRnn,
     Rgc,
-}
-
-/// Gate nonlinearity σ of the RGC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum GateNonlinearity {
-    #[default]
-    Sigmoid,
-    Tanh,
-}
-
-impl GateNonlinearity {
-    fn apply(&self, z: Tensor<4>) -> Tensor<4> {
-        match self {
-            GateNonlinearity::Sigmoid => sigmoid(z),
-            GateNonlinearity::Tanh => z.tanh(),
-        }
-    }
 }
 
 /// Where long-range feedback enters an RGC (other cells add it to their input drive).
@@ -447,8 +430,9 @@ impl Cell {
 }
 
 impl ReciprocalGatedCell {
+    /// `offset + multiplier · f(z)`, one fused op (one pass each way instead of three).
     fn gate(&self, nonlinearity: GateNonlinearity, offset: f32, multiplier: f32, z: Tensor<4>) -> Tensor<4> {
-        nonlinearity.apply(z) * multiplier as f64 + offset as f64
+        pointwise::gate(z, nonlinearity, offset, multiplier)
     }
 
     fn step(&self, x: Tensor<4>, state: &CellState, feedback: Option<Tensor<4>>, residual: Option<Tensor<4>>) -> (Tensor<4>, CellState) {

@@ -48,7 +48,9 @@ use burn::tensor::{Device, Int, Tensor};
 use plastic_rules::{Activation, FeedbackConv2d, FeedbackLayer, FeedbackLinear, FeedbackNetwork, LayerSeeder, LayerSummary, RuleConfig, WeightInit};
 use serde::{Deserialize, Serialize};
 
-pub use cells::{Cell, CellConfig, CellKind, CellState, FeedbackEntry, GateNonlinearity};
+pub use cells::{Cell, CellConfig, CellKind, CellState, FeedbackEntry};
+/// The RGC's gate squashing function (its fused op lives with the other pointwise ops).
+pub use plastic_rules::pointwise::GateNonlinearity;
 pub use resize::{ResizeMode, resize};
 
 /// How per-step logits become one prediction.

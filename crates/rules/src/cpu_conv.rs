@@ -142,33 +142,90 @@ impl Geometry {
     }
 }
 
-/// Fills `cols` ([patch_rows, positions]) with the patches of `x` (one example's [C, H, W],
-/// the group's channels starting at `c0`).
-fn im2col(g: &Geometry, x: &[f32], c0: usize, cols: &mut [f32]) {
-    let (plane, positions) = (g.plane(), g.positions());
-    for c in 0..g.in_per_group() {
-        let xc = &x[(c0 + c) * plane..(c0 + c + 1) * plane];
-        for i in 0..g.kh {
-            let (rows, row_offset) = g.valid(0, i, g.h, g.oh);
-            for j in 0..g.kw {
-                let (columns, col_offset) = g.valid(1, j, g.w, g.ow);
-                let dst = &mut cols[((c * g.kh + i) * g.kw + j) * positions..][..positions];
-                for oy in 0..g.oh {
-                    let out_row = &mut dst[oy * g.ow..(oy + 1) * g.ow];
-                    if !rows.contains(&oy) || columns.is_empty() {
-                        out_row.fill(0.0);
-                        continue;
+/// Rows shorter than this are gathered through a [`Patches`] index table instead of copied row
+/// by row: at 8 or 4 output columns the per-row bookkeeping of the copy costs more than the data
+/// (the ConvRNN quickstart's layers are 8×8, 4×4 and 2×2).
+const GATHER_BELOW_COLUMNS: usize = 16;
+
+/// How one example's patch matrix is read from its NCHW planes; built once per convolution call
+/// and shared by every example and group.
+enum Patches {
+    /// Row by row: for each kernel row i and column j, the valid output range and the input
+    /// offset ([`Geometry::valid`]), copied as contiguous runs.
+    Rows { rows: Vec<(std::ops::Range<usize>, isize)>, columns: Vec<(std::ops::Range<usize>, isize)> },
+    /// For each tap (i, j) and output position, the input's offset within a channel plane, or
+    /// [`Patches::OUTSIDE`] where the tap reads the zero padding.
+    Gather(Vec<u32>),
+}
+
+impl Patches {
+    const OUTSIDE: u32 = u32::MAX;
+
+    fn new(g: &Geometry) -> Self {
+        Self::build(g, g.ow < GATHER_BELOW_COLUMNS && g.plane() < Self::OUTSIDE as usize)
+    }
+
+    fn build(g: &Geometry, gather: bool) -> Self {
+        let rows: Vec<_> = (0..g.kh).map(|i| g.valid(0, i, g.h, g.oh)).collect();
+        let columns: Vec<_> = (0..g.kw).map(|j| g.valid(1, j, g.w, g.ow)).collect();
+        if !gather {
+            return Patches::Rows { rows, columns };
+        }
+        let positions = g.positions();
+        let mut index = vec![Self::OUTSIDE; g.kh * g.kw * positions];
+        for (i, (oys, row_offset)) in rows.iter().enumerate() {
+            for (j, (oxs, col_offset)) in columns.iter().enumerate() {
+                let tap = &mut index[(i * g.kw + j) * positions..][..positions];
+                for oy in oys.clone() {
+                    let iy = ((oy * g.stride[0]) as isize + row_offset) as usize;
+                    for ox in oxs.clone() {
+                        let ix = ((ox * g.stride[1]) as isize + col_offset) as usize;
+                        tap[oy * g.ow + ox] = (iy * g.w + ix) as u32;
                     }
-                    let iy = (oy * g.stride[0]) as isize + row_offset;
-                    let src = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    out_row[..columns.start].fill(0.0);
-                    out_row[columns.end..].fill(0.0);
-                    let first = (columns.start * g.stride[1]) as isize + col_offset;
-                    if g.stride[1] == 1 {
-                        out_row[columns.clone()].copy_from_slice(&src[first as usize..first as usize + columns.len()]);
-                    } else {
-                        for (k, v) in out_row[columns.clone()].iter_mut().enumerate() {
-                            *v = src[first as usize + k * g.stride[1]];
+                }
+            }
+        }
+        Patches::Gather(index)
+    }
+
+    /// Fills `cols` ([patch_rows, positions]) with the patches of `x` (one example's [C, H, W],
+    /// the group's channels starting at `c0`).
+    fn im2col(&self, g: &Geometry, x: &[f32], c0: usize, cols: &mut [f32]) {
+        let (plane, positions) = (g.plane(), g.positions());
+        let taps = g.kh * g.kw * positions;
+        for c in 0..g.in_per_group() {
+            let xc = &x[(c0 + c) * plane..(c0 + c + 1) * plane];
+            let channel = &mut cols[c * taps..(c + 1) * taps];
+            match self {
+                Patches::Gather(index) => {
+                    // OUTSIDE is past every plane, so `get` reads it as the padding's zero.
+                    for (v, &k) in channel.iter_mut().zip(index) {
+                        *v = xc.get(k as usize).copied().unwrap_or(0.0);
+                    }
+                }
+                Patches::Rows { rows, columns } => {
+                    for (i, (oys, row_offset)) in rows.iter().enumerate() {
+                        for (j, (oxs, col_offset)) in columns.iter().enumerate() {
+                            let dst = &mut channel[(i * g.kw + j) * positions..][..positions];
+                            for oy in 0..g.oh {
+                                let out_row = &mut dst[oy * g.ow..(oy + 1) * g.ow];
+                                if !oys.contains(&oy) || oxs.is_empty() {
+                                    out_row.fill(0.0);
+                                    continue;
+                                }
+                                let iy = (oy * g.stride[0]) as isize + row_offset;
+                                let src = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
+                                out_row[..oxs.start].fill(0.0);
+                                out_row[oxs.end..].fill(0.0);
+                                let first = ((oxs.start * g.stride[1]) as isize + col_offset) as usize;
+                                if g.stride[1] == 1 {
+                                    out_row[oxs.clone()].copy_from_slice(&src[first..first + oxs.len()]);
+                                } else {
+                                    for (k, v) in out_row[oxs.clone()].iter_mut().enumerate() {
+                                        *v = src[first + k * g.stride[1]];
+                                    }
+                                }
+                            }
                         }
                     }
                 }
@@ -272,6 +329,7 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) ->
         return y;
     }
     let parallelism = inner_parallelism(g.batch);
+    let patches = Patches::new(g);
     y.par_chunks_mut(g.c_out * positions).enumerate().for_each_init(
         || vec![0.0f32; if g.is_pointwise() { 0 } else { rows * positions }],
         |cols, (n, yn)| {
@@ -282,15 +340,15 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) ->
                 }
             }
             for group in 0..g.groups {
-                let patches = if g.is_pointwise() {
+                let patch_matrix = if g.is_pointwise() {
                     &xn[group * rows * positions..(group + 1) * rows * positions]
                 } else {
-                    im2col(g, xn, group * g.in_per_group(), cols);
+                    patches.im2col(g, xn, group * g.in_per_group(), cols);
                     &cols[..]
                 };
                 let w = &weight[group * opg * rows..(group + 1) * opg * rows];
                 let out = &mut yn[group * opg * positions..(group + 1) * opg * positions];
-                matmul(out, opg, positions, rows, Mat::rows(w, rows), Mat::rows(patches, positions), bias.is_some(), parallelism);
+                matmul(out, opg, positions, rows, Mat::rows(w, rows), Mat::rows(patch_matrix, positions), bias.is_some(), parallelism);
             }
         },
     );
@@ -363,6 +421,7 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     }
     let chunk = g.batch.div_ceil(WEIGHT_GRAD_CHUNKS.min(g.batch));
     let parallelism = inner_parallelism(g.batch.div_ceil(chunk));
+    let patches = Patches::new(g);
     let partial: Vec<Vec<f32>> = (0..g.batch.div_ceil(chunk))
         .into_par_iter()
         .map(|c| {
@@ -372,15 +431,15 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 let xn = &x[n * g.c_in * g.plane()..(n + 1) * g.c_in * g.plane()];
                 let dyn_ = &dy[n * g.c_out * positions..(n + 1) * g.c_out * positions];
                 for group in 0..g.groups {
-                    let patches = if g.is_pointwise() {
+                    let patch_matrix = if g.is_pointwise() {
                         &xn[group * rows * positions..(group + 1) * rows * positions]
                     } else {
-                        im2col(g, xn, group * g.in_per_group(), &mut cols);
+                        patches.im2col(g, xn, group * g.in_per_group(), &mut cols);
                         &cols[..]
                     };
                     let d = Mat::rows(&dyn_[group * opg * positions..(group + 1) * opg * positions], positions);
                     let out = &mut dw[group * opg * rows..(group + 1) * opg * rows];
-                    matmul(out, opg, rows, positions, d, Mat::rows(patches, positions).t(), n > c * chunk, parallelism);
+                    matmul(out, opg, rows, positions, d, Mat::rows(patch_matrix, positions).t(), n > c * chunk, parallelism);
                 }
             }
             dw
@@ -503,6 +562,30 @@ mod tests {
             close(input_grad(&g, &v(&weight), &v(&dy)), dx.clone(), "input gradient");
             close(input_grad_col2im(&g, &v(&weight), &v(&dy)), dx, "input gradient by col2im");
             close(weight_grad(&g, &v(&x), &v(&dy)), v(&wa.grad(&grads).unwrap()), "weight gradient");
+        }
+    }
+
+    /// Both ways of reading a patch matrix give the same matrix, padding, strides, dilation
+    /// and groups included.
+    #[test]
+    fn gathered_patches_equal_copied_rows() {
+        for (x, w, stride, padding, dilation, groups) in [
+            ([2, 3, 9, 8], [4, 3, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
+            ([1, 3, 17, 15], [5, 3, 5, 5], [2, 2], [(2, 2), (2, 2)], [1, 1], 1),
+            ([1, 2, 12, 11], [4, 1, 3, 3], [1, 2], [(2, 2), (0, 3)], [2, 2], 2),
+            ([1, 4, 2, 2], [4, 4, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
+            ([1, 3, 40, 37], [4, 3, 11, 11], [4, 4], [(2, 2), (2, 2)], [1, 1], 1),
+        ] {
+            let g = Geometry::new(&x, &w, &ConvOptions::new_with_padding(stride, padding, dilation, groups)).unwrap();
+            let input: Vec<f32> = (0..x.iter().product::<usize>()).map(|i| i as f32 + 1.0).collect();
+            let read = |gather: bool, c0: usize| {
+                let mut cols = vec![f32::NAN; g.patch_rows() * g.positions()];
+                Patches::build(&g, gather).im2col(&g, &input, c0, &mut cols);
+                cols
+            };
+            for c0 in (0..g.c_in).step_by(g.in_per_group()) {
+                assert_eq!(read(true, c0), read(false, c0), "{g:?}, group at channel {c0}");
+            }
         }
     }
 

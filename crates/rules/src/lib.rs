@@ -29,6 +29,7 @@ pub mod layer;
 pub mod linear;
 pub mod nonlinearity;
 pub mod ops;
+pub mod pointwise;
 pub mod probe;
 pub mod rule;
 pub mod seeder;

@@ -19,16 +19,9 @@ impl Activation {
     pub fn apply<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match self {
             Activation::Relu => activation::relu(x),
-            // burn's `elu` takes exp of every element; above ~88 that is inf in the unused branch,
-            // and its gradient 0·inf = NaN: only m = min(x, 0) is exponentiated. And e^m − 1
-            // written as exp(m) − 1 loses all but a few bits near 0 (relative error 1e-4 at
-            // m = −3e-4, where f32's exp(m) is 1 − 3e-4 rounded); the identity
-            // e^m − 1 = 2t / (1 − t), t = tanh(m / 2), is accurate there (as expm1, which
-            // burn lacks) and tends to −1 as m → −∞. Its derivative is e^m, as it should be.
-            Activation::Elu => {
-                let t = (x.clone().clamp_max(0.0) * 0.5).tanh();
-                activation::relu(x) + t.clone() * 2.0 / (t.neg() + 1.0)
-            }
+            // One fused op ([`crate::pointwise::elu`]): accurate near 0 (as expm1), finite
+            // gradients for large x, one pass each way.
+            Activation::Elu => crate::pointwise::elu(x),
             Activation::Tanh => x.tanh(),
             Activation::Sigmoid => activation::sigmoid(x),
             Activation::Identity => x,

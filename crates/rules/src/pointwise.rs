@@ -1,0 +1,362 @@
+//! Fused pointwise ops with their own backward: one pass forward and one backward where burn's
+//! composition takes several, each allocating a tensor and, under autodiff, recording a node.
+//!
+//! A ConvRNN runs these on every layer at every time step: an RGC layer's update is two gates
+//! and an elu per state. Composed from burn's ops, the accurate elu (see [`elu`]) is nine
+//! elementwise passes forward and as many backward, and a gate `offset + multiplier·σ(z)` three;
+//! here each is one pass each way. On flex the passes are burn-flex's own `unary_op` /
+//! `binary_op` loops (in place where the tensor is not shared); elsewhere (wgpu) the same
+//! formulas run as burn's ops, and the autodiff node is this module's in both cases.
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Cube, Dispatch, Flex, backend_extension};
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+/// The squashing function of a gate `offset + multiplier · f(z)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum GateNonlinearity {
+    #[default]
+    Sigmoid,
+    Tanh,
+}
+
+#[backend_extension(Autodiff, Cube, Flex, NdArray: cfg(feature = "ndarray"))]
+pub trait PointwiseBackend: Backend {
+    /// elu(x): x where x > 0, e^x − 1 elsewhere.
+    fn elu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        // e^m − 1 = 2t / (1 − t), t = tanh(m / 2), m = min(x, 0): accurate near 0 (as expm1,
+        // which burn lacks; exp(m) − 1 loses all but a few bits there) and never exponentiates
+        // a large x (whose inf would make the gradient 0·inf = NaN).
+        let t = Self::float_tanh(Self::float_mul_scalar(Self::float_clamp_max(x.clone(), 0.0f32.into()), 0.5f32.into()));
+        let ratio = Self::float_div(Self::float_mul_scalar(t.clone(), 2.0f32.into()), Self::float_add_scalar(Self::float_neg(t), 1.0f32.into()));
+        Self::float_add(Self::float_clamp_min(x, 0.0f32.into()), ratio)
+    }
+
+    /// δx of elu from its output y: δy where y > 0, δy·(y + 1) = δy·e^x elsewhere, written
+    /// δy·(min(y, 0) + 1).
+    fn elu_backward(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_mul(grad, Self::float_add_scalar(Self::float_clamp_max(output, 0.0f32.into()), 1.0f32.into()))
+    }
+
+    /// `offset + multiplier · f(z)`.
+    fn gate(z: FloatTensor<Self>, nonlinearity: GateNonlinearity, offset: f32, multiplier: f32) -> FloatTensor<Self> {
+        let f = match nonlinearity {
+            GateNonlinearity::Sigmoid => Self::sigmoid(z),
+            GateNonlinearity::Tanh => Self::float_tanh(z),
+        };
+        Self::float_add_scalar(Self::float_mul_scalar(f, multiplier.into()), offset.into())
+    }
+
+    /// δz of [`PointwiseBackend::gate`] from its input z: δg · multiplier · f'(z).
+    fn gate_backward(z: FloatTensor<Self>, grad: FloatTensor<Self>, nonlinearity: GateNonlinearity, multiplier: f32) -> FloatTensor<Self> {
+        let derivative = match nonlinearity {
+            GateNonlinearity::Sigmoid => {
+                let s = Self::sigmoid(z);
+                Self::float_mul(s.clone(), Self::float_add_scalar(Self::float_neg(s), 1.0f32.into()))
+            }
+            GateNonlinearity::Tanh => {
+                let t = Self::float_tanh(z);
+                Self::float_add_scalar(Self::float_neg(Self::float_mul(t.clone(), t)), 1.0f32.into())
+            }
+        };
+        Self::float_mul(grad, Self::float_mul_scalar(derivative, multiplier.into()))
+    }
+}
+
+impl PointwiseBackend for Cube {}
+#[cfg(feature = "ndarray")]
+#[allow(deprecated)]
+impl PointwiseBackend for burn::backend::NdArray {}
+
+/// One pass each, with burn-flex's loops (f32 and f64 here; f16 and bf16 through f32).
+impl PointwiseBackend for Flex {
+    fn elu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        // Accurate near 0 (as expm1) and vectorised; NaN propagates.
+        burn_flex::ops::unary::unary_op(x, |v: f32| if v > 0.0 { v } else { expm1_nonpositive32(v) }, |v: f64| if v > 0.0 { v } else { v.exp_m1() })
+    }
+
+    fn elu_backward(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        burn_flex::ops::binary::binary_op(output, grad, |y: f32, g| if y > 0.0 { g } else { g * (y + 1.0) }, |y: f64, g| if y > 0.0 { g } else { g * (y + 1.0) }, None)
+    }
+
+    fn gate(z: FloatTensor<Self>, nonlinearity: GateNonlinearity, offset: f32, multiplier: f32) -> FloatTensor<Self> {
+        let (o, m) = (offset as f64, multiplier as f64);
+        match nonlinearity {
+            GateNonlinearity::Sigmoid => burn_flex::ops::unary::unary_op(z, move |v: f32| offset + multiplier * sigmoid32(v), move |v: f64| o + m * sigmoid64(v)),
+            GateNonlinearity::Tanh => burn_flex::ops::unary::unary_op(z, move |v: f32| offset + multiplier * v.tanh(), move |v: f64| o + m * v.tanh()),
+        }
+    }
+
+    fn gate_backward(z: FloatTensor<Self>, grad: FloatTensor<Self>, nonlinearity: GateNonlinearity, multiplier: f32) -> FloatTensor<Self> {
+        let m = multiplier as f64;
+        match nonlinearity {
+            GateNonlinearity::Sigmoid => burn_flex::ops::binary::binary_op(
+                z,
+                grad,
+                move |v: f32, g| {
+                    let s = sigmoid32(v);
+                    g * multiplier * s * (1.0 - s)
+                },
+                move |v: f64, g| {
+                    let s = sigmoid64(v);
+                    g * m * s * (1.0 - s)
+                },
+                None,
+            ),
+            GateNonlinearity::Tanh => burn_flex::ops::binary::binary_op(
+                z,
+                grad,
+                move |v: f32, g| {
+                    let t = v.tanh();
+                    g * multiplier * (1.0 - t * t)
+                },
+                move |v: f64, g| {
+                    let t = v.tanh();
+                    g * m * (1.0 - t * t)
+                },
+                None,
+            ),
+        }
+    }
+}
+
+/// e^v in f32 within 2 ulp (Cephes' expf: v = n·ln 2 + r, |r| ≤ ln 2 / 2, a degree-6 polynomial
+/// in r, scaled by 2ⁿ through the exponent bits), written without branches so the loops that
+/// call it vectorise — libm's `expf` is a scalar call per element. v is clamped to [−87, 88]
+/// (e^88 = 1.7e38 is still finite; below e^−87 the gates and elu read 0 either way); NaN stays
+/// NaN.
+#[inline(always)]
+pub fn exp32(v: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split so that n·LN2_HI is exact for |n| < 2⁹.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5·2²³ rounds to the nearest integer with plain arithmetic.
+    const ROUND: f32 = 12_582_912.0;
+    let v = v.clamp(-87.0, 88.0);
+    let n = (v * LOG2E + ROUND) - ROUND;
+    let r = v - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let y = p * r * r + r + 1.0;
+    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// e^v − 1 for v ≤ 0 within 3 ulp: near 0 (|v| < 0.35) the Taylor series to v⁹ (no
+/// cancellation; the first omitted term is below 2⁻³⁰ of the result), elsewhere
+/// [`exp32`]`(v) − 1` (where e^v ≤ 0.71, so the subtraction loses at most 2 bits). Branch-free.
+#[inline(always)]
+pub fn expm1_nonpositive32(v: f32) -> f32 {
+    let mut p = 1.0 / 362_880.0f32;
+    for c in [1.0 / 40_320.0, 1.0 / 5_040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0] {
+        p = p * v + c;
+    }
+    let series = p * v;
+    if v > -0.35 { series } else { exp32(v) - 1.0 }
+}
+
+/// σ(v) = 1 / (1 + e^−v) with [`exp32`], without overflow for either sign and without
+/// cancellation for very negative v (e^v / (1 + e^v) there).
+#[inline(always)]
+pub fn sigmoid32(v: f32) -> f32 {
+    let e = exp32(-v.abs());
+    (if v >= 0.0 { 1.0 } else { e }) / (1.0 + e)
+}
+
+fn sigmoid64(v: f64) -> f64 {
+    if v >= 0.0 {
+        1.0 / (1.0 + (-v).exp())
+    } else {
+        let e = v.exp();
+        e / (1.0 + e)
+    }
+}
+
+impl<B: PointwiseBackend, C: CheckpointStrategy> PointwiseBackend for Autodiff<B, C> {
+    fn elu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match EluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = B::elu(x.into_primitive());
+                prep.finish(y.clone(), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::elu(x.into_primitive())),
+        }
+    }
+
+    fn gate(z: FloatTensor<Self>, nonlinearity: GateNonlinearity, offset: f32, multiplier: f32) -> FloatTensor<Self> {
+        match (GateBackward { nonlinearity, multiplier }).prepare::<C>([z.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let z = z.into_primitive();
+                prep.finish(z.clone(), B::gate(z, nonlinearity, offset, multiplier))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::gate(z.into_primitive(), nonlinearity, offset, multiplier)),
+        }
+    }
+}
+
+/// Keeps elu's output (its derivative is a function of it).
+#[derive(Debug)]
+struct EluBackward;
+
+impl<B: PointwiseBackend> Backward<B, 1> for EluBackward {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = &ops.parents[0] {
+            grads.register::<B>(node.id, B::elu_backward(ops.state, grad));
+        }
+    }
+}
+
+/// Keeps the gate's input z (the derivative is recomputed from it, exactly).
+#[derive(Debug)]
+struct GateBackward {
+    nonlinearity: GateNonlinearity,
+    multiplier: f32,
+}
+
+impl<B: PointwiseBackend> Backward<B, 1> for GateBackward {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = &ops.parents[0] {
+            grads.register::<B>(node.id, B::gate_backward(ops.state, grad, self.nonlinearity, self.multiplier));
+        }
+    }
+}
+
+/// elu(x) = x for x > 0, e^x − 1 otherwise, as one op with its own backward.
+pub fn elu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as PointwiseBackend>::elu(x.into_dispatch()))
+}
+
+/// A gate `offset + multiplier · f(z)` (f = σ or tanh), as one op with its own backward.
+pub fn gate<const D: usize>(z: Tensor<D>, nonlinearity: GateNonlinearity, offset: f32, multiplier: f32) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as PointwiseBackend>::gate(z.into_dispatch(), nonlinearity, offset, multiplier))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_into_vec_as::<f32>().unwrap()
+    }
+
+    /// The fused ops and their gradients against burn's composition of the same formula (the
+    /// backend's default methods, which wgpu runs), on flex; and the gradients against central
+    /// differences of the forward.
+    #[test]
+    fn fused_ops_match_their_composition_and_finite_differences() {
+        let device = Device::flex().autodiff();
+        let xs: Vec<f32> = (0..41).map(|i| (i as f32 - 20.0) * 0.37).chain([0.0, -1e-5, 3e-4, 60.0, -60.0]).collect();
+        let n = xs.len();
+        let x = || Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &device).require_grad();
+        let weights: Vec<f32> = (0..n).map(|i| 0.5 + (i % 7) as f32 * 0.25).collect();
+        let w = Tensor::<1>::from_data(TensorData::new(weights.clone(), [n]), &device);
+        type Composed = fn(Tensor<1>) -> Tensor<1>;
+        let cases: Vec<(&str, Box<dyn Fn(Tensor<1>) -> Tensor<1>>, Composed, Box<dyn Fn(f64) -> f64>)> = vec![
+            (
+                "elu",
+                Box::new(elu),
+                |x| {
+                    let t = (x.clone().clamp_max(0.0) * 0.5).tanh();
+                    burn::tensor::activation::relu(x) + t.clone() * 2.0 / (t.neg() + 1.0)
+                },
+                Box::new(|v: f64| if v > 0.0 { v } else { v.exp_m1() }),
+            ),
+            (
+                "sigmoid gate",
+                Box::new(|x| gate(x, GateNonlinearity::Sigmoid, 1.0, -1.0)),
+                |x| burn::tensor::activation::sigmoid(x) * -1.0 + 1.0,
+                Box::new(|v: f64| 1.0 - 1.0 / (1.0 + (-v).exp())),
+            ),
+            (
+                "tanh gate",
+                Box::new(|x| gate(x, GateNonlinearity::Tanh, 0.5, 2.0)),
+                |x| x.tanh() * 2.0 + 0.5,
+                Box::new(|v: f64| 0.5 + 2.0 * v.tanh()),
+            ),
+        ];
+        for (name, fused, composed, exact) in cases {
+            let (xf, xc) = (x(), x());
+            let (yf, yc) = (fused(xf.clone()), composed(xc.clone()));
+            let gf = values(xf.grad(&(yf.clone() * w.clone()).sum().backward()).unwrap());
+            let gc = values(xc.grad(&(yc.clone() * w.clone()).sum().backward()).unwrap());
+            let (yf, yc) = (values(yf), values(yc));
+            for i in 0..n {
+                let v = xs[i] as f64;
+                assert!((yf[i] as f64 - exact(v)).abs() <= 1e-6 * exact(v).abs().max(1.0), "{name}({v}) = {} vs {}", yf[i], exact(v));
+                assert!((yf[i] - yc[i]).abs() <= 1e-6 * yc[i].abs().max(1.0), "{name}({v}): fused {} vs composed {}", yf[i], yc[i]);
+                assert!((gf[i] - gc[i]).abs() <= 1e-5 * gc[i].abs().max(1.0), "{name}'({v}): fused {} vs composed {}", gf[i], gc[i]);
+                let h = 1e-4 * v.abs().max(1.0);
+                let numeric = weights[i] as f64 * (exact(v + h) - exact(v - h)) / (2.0 * h);
+                if v.abs() > 1e-3 {
+                    assert!((gf[i] as f64 - numeric).abs() <= 1e-4 * numeric.abs().max(1.0), "{name}'({v}) = {} vs finite difference {numeric}", gf[i]);
+                }
+            }
+        }
+    }
+
+    /// On wgpu the ops run the trait's composed formulas (not flex's loops) under the same
+    /// autodiff node: same values and gradients.
+    #[test]
+    fn wgpu_fused_ops_agree_with_flex() {
+        let Some(gpu) = crate::testing::wgpu_test_device() else { return };
+        let xs: Vec<f32> = (0..24).map(|i| (i as f32 - 12.0) * 0.41).collect();
+        let run = |device: &Device| {
+            let device = device.clone().autodiff();
+            let x = Tensor::<2>::from_data(TensorData::new(xs.clone(), [4, 6]), &device).require_grad();
+            let y = elu(x.clone()) + gate(x.clone(), GateNonlinearity::Sigmoid, 1.0, -1.0) * 3.0 + gate(x.clone(), GateNonlinearity::Tanh, 0.0, 0.5) * 5.0;
+            let g = values(x.grad(&(y.clone() * y.clone()).sum().backward()).unwrap());
+            (values(y), g)
+        };
+        let (cpu, wgpu) = (run(&Device::flex()), run(&gpu));
+        for (a, b) in cpu.0.iter().chain(&cpu.1).zip(wgpu.0.iter().chain(&wgpu.1)) {
+            assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "flex {a} vs wgpu {b}");
+        }
+    }
+
+    /// The vectorisable exp, expm1 and σ against f64 over their whole range.
+    #[test]
+    fn fast_exp_expm1_and_sigmoid_are_accurate() {
+        let (mut worst_exp, mut worst_expm1, mut worst_sigmoid) = (0.0f64, 0.0f64, 0.0f64);
+        let relative = |got: f32, want: f64| if want == 0.0 { got.abs() as f64 } else { ((got as f64 - want) / want).abs() };
+        for i in 0..=400_000 {
+            let v = -87.0 + 175.0 * i as f32 / 400_000.0;
+            worst_exp = worst_exp.max(relative(exp32(v), (v as f64).exp()));
+            worst_sigmoid = worst_sigmoid.max(relative(sigmoid32(v), sigmoid64(v as f64)));
+            let u = -(i as f32 / 400_000.0).powi(3) * 90.0;
+            worst_expm1 = worst_expm1.max(relative(expm1_nonpositive32(u), (u as f64).exp_m1()));
+        }
+        for v in [-1e-30f32, -1e-7, -3e-4, -0.349, -0.351] {
+            worst_expm1 = worst_expm1.max(relative(expm1_nonpositive32(v), (v as f64).exp_m1()));
+        }
+        // f32's ulp is 6e-8 relative at worst.
+        assert!(worst_exp < 2.5e-7 && worst_expm1 < 3e-7 && worst_sigmoid < 3e-7, "exp {worst_exp:e}, expm1 {worst_expm1:e}, σ {worst_sigmoid:e}");
+        assert!(exp32(f32::NAN).is_nan() && expm1_nonpositive32(f32::NAN).is_nan() && exp32(200.0).is_finite() && expm1_nonpositive32(-1e4) == -1.0);
+    }
+
+    /// Without autodiff the ops run the inner backend's pass directly; nothing is recorded.
+    #[test]
+    fn fused_ops_run_on_a_plain_device() {
+        let x = Tensor::<2>::from_data(TensorData::new(vec![-1.0f32, 0.0, 2.0, -30.0], [2, 2]), &Device::flex());
+        let y = values(elu(x.clone()));
+        assert_eq!(y[1..3], [0.0, 2.0]);
+        assert!((y[0] as f64 - (-1.0f64).exp_m1()).abs() < 1e-7 && (y[3] + 1.0).abs() < 1e-7);
+        let g = values(gate(x, GateNonlinearity::Sigmoid, 0.0, 1.0));
+        assert!((g[1] - 0.5).abs() < 1e-7 && g[3] > 0.0 && g[3] < 1e-12);
+    }
+}
