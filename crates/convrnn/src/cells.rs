@@ -18,7 +18,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{GroupNorm, GroupNormConfig};
-use burn::tensor::activation::{relu, sigmoid};
+use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use plastic_rules::pointwise::{self, GateNonlinearity};
 use plastic_rules::{Activation, FeedbackConv2d, FeedbackLayer};
@@ -348,29 +348,30 @@ impl Cell {
                     }
                     CellKind::Gru => {
                         let [r, u]: [Tensor<4>; 2] = chunks(z, 2).try_into().expect("two gates");
-                        let r = sigmoid(r + g.forget_bias as f64);
-                        let u = sigmoid(u);
-                        let cand = g.candidate.as_ref().expect("the GRU's candidate conv").forward(Tensor::cat(vec![x, r * state.h.clone()], 1)).tanh();
+                        let r = sig(r + g.forget_bias as f64);
+                        let u = sig(u);
+                        let cand = g.candidate.as_ref().expect("the GRU's candidate conv").forward(Tensor::cat(vec![x, r * state.h.clone()], 1));
+                        let cand = tanh(cand);
                         let h = u.clone() * state.h.clone() + (u.neg() + 1.0) * cand;
                         (h.clone(), CellState { h, c: None })
                     }
                     CellKind::Lstm => {
                         let [i, j, f, o]: [Tensor<4>; 4] = chunks(z, 4).try_into().expect("four gates");
                         let c_prev = state.c.clone().expect("the LSTM keeps a cell state");
-                        let c = c_prev * sigmoid(f + g.forget_bias as f64) + sigmoid(i) * j.tanh();
-                        let h = c.clone().tanh() * sigmoid(o);
+                        let c = c_prev * sig(f + g.forget_bias as f64) + sig(i) * tanh(j);
+                        let h = tanh(c.clone()) * sig(o);
                         (h.clone(), CellState { h, c: Some(c) })
                     }
                     CellKind::Ugrnn => {
                         let [gate, cand]: [Tensor<4>; 2] = chunks(z, 2).try_into().expect("two gates");
-                        let gate = sigmoid(gate + 1.0);
-                        let h = gate.clone() * state.h.clone() + (gate.neg() + 1.0) * cand.tanh();
+                        let gate = sig(gate + 1.0);
+                        let h = gate.clone() * state.h.clone() + (gate.neg() + 1.0) * tanh(cand);
                         (h.clone(), CellState { h, c: None })
                     }
                     CellKind::IntersectionRnn => {
                         let [gh, hh, gy, yy]: [Tensor<4>; 4] = chunks(z, 4).try_into().expect("four gates");
-                        let (gh, gy) = (sigmoid(gh + 1.0), sigmoid(gy + 1.0));
-                        let h = gh.clone() * state.h.clone() + (gh.neg() + 1.0) * hh.tanh();
+                        let (gh, gy) = (sig(gh + 1.0), sig(gy + 1.0));
+                        let h = gh.clone() * state.h.clone() + (gh.neg() + 1.0) * tanh(hh);
                         let y = gy.clone() * x + (gy.neg() + 1.0) * relu(yy);
                         (y, CellState { h, c: None })
                     }
@@ -427,6 +428,15 @@ impl Cell {
             }
         }
     }
+}
+
+/// σ and tanh as the fused pointwise ops (one vectorised pass each way on flex).
+fn sig(z: Tensor<4>) -> Tensor<4> {
+    pointwise::gate(z, GateNonlinearity::Sigmoid, 0.0, 1.0)
+}
+
+fn tanh(z: Tensor<4>) -> Tensor<4> {
+    pointwise::gate(z, GateNonlinearity::Tanh, 0.0, 1.0)
 }
 
 impl ReciprocalGatedCell {

@@ -88,7 +88,7 @@ impl PointwiseBackend for Flex {
         let (o, m) = (offset as f64, multiplier as f64);
         match nonlinearity {
             GateNonlinearity::Sigmoid => burn_flex::ops::unary::unary_op(z, move |v: f32| offset + multiplier * sigmoid32(v), move |v: f64| o + m * sigmoid64(v)),
-            GateNonlinearity::Tanh => burn_flex::ops::unary::unary_op(z, move |v: f32| offset + multiplier * v.tanh(), move |v: f64| o + m * v.tanh()),
+            GateNonlinearity::Tanh => burn_flex::ops::unary::unary_op(z, move |v: f32| offset + multiplier * tanh32(v), move |v: f64| o + m * v.tanh()),
         }
     }
 
@@ -112,7 +112,7 @@ impl PointwiseBackend for Flex {
                 z,
                 grad,
                 move |v: f32, g| {
-                    let t = v.tanh();
+                    let t = tanh32(v);
                     g * multiplier * (1.0 - t * t)
                 },
                 move |v: f64, g| {
@@ -170,6 +170,14 @@ pub fn expm1_nonpositive32(v: f32) -> f32 {
 pub fn sigmoid32(v: f32) -> f32 {
     let e = exp32(-v.abs());
     (if v >= 0.0 { 1.0 } else { e }) / (1.0 + e)
+}
+
+/// tanh(v) with [`expm1_nonpositive32`]: tanh|v| = −m / (2 + m), m = e^−2|v| − 1, accurate near 0
+/// (no 1 − 2/(e^2v + 1) cancellation) and branch-free.
+#[inline(always)]
+pub fn tanh32(v: f32) -> f32 {
+    let m = expm1_nonpositive32(-2.0 * v.abs());
+    (-m / (2.0 + m)).copysign(v)
 }
 
 fn sigmoid64(v: f64) -> f64 {
@@ -332,20 +340,24 @@ mod tests {
     /// The vectorisable exp, expm1 and σ against f64 over their whole range.
     #[test]
     fn fast_exp_expm1_and_sigmoid_are_accurate() {
-        let (mut worst_exp, mut worst_expm1, mut worst_sigmoid) = (0.0f64, 0.0f64, 0.0f64);
+        let (mut worst_exp, mut worst_expm1, mut worst_sigmoid, mut worst_tanh) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
         let relative = |got: f32, want: f64| if want == 0.0 { got.abs() as f64 } else { ((got as f64 - want) / want).abs() };
         for i in 0..=400_000 {
             let v = -87.0 + 175.0 * i as f32 / 400_000.0;
             worst_exp = worst_exp.max(relative(exp32(v), (v as f64).exp()));
             worst_sigmoid = worst_sigmoid.max(relative(sigmoid32(v), sigmoid64(v as f64)));
+            let w = v / 8.0;
+            worst_tanh = worst_tanh.max(relative(tanh32(w), (w as f64).tanh()));
             let u = -(i as f32 / 400_000.0).powi(3) * 90.0;
             worst_expm1 = worst_expm1.max(relative(expm1_nonpositive32(u), (u as f64).exp_m1()));
         }
         for v in [-1e-30f32, -1e-7, -3e-4, -0.349, -0.351] {
             worst_expm1 = worst_expm1.max(relative(expm1_nonpositive32(v), (v as f64).exp_m1()));
+            worst_tanh = worst_tanh.max(relative(tanh32(v), (v as f64).tanh()).max(relative(tanh32(-v), (-v as f64).tanh())));
         }
         // f32's ulp is 6e-8 relative at worst.
-        assert!(worst_exp < 2.5e-7 && worst_expm1 < 3e-7 && worst_sigmoid < 3e-7, "exp {worst_exp:e}, expm1 {worst_expm1:e}, σ {worst_sigmoid:e}");
+        assert!(worst_exp < 2.5e-7 && worst_expm1 < 3e-7 && worst_sigmoid < 3e-7 && worst_tanh < 4e-7, "exp {worst_exp:e}, expm1 {worst_expm1:e}, σ {worst_sigmoid:e}, tanh {worst_tanh:e}");
+        assert!(tanh32(f32::NAN).is_nan() && tanh32(50.0) == 1.0 && tanh32(-50.0) == -1.0);
         assert!(exp32(f32::NAN).is_nan() && expm1_nonpositive32(f32::NAN).is_nan() && exp32(200.0).is_finite() && expm1_nonpositive32(-1e4) == -1.0);
     }
 
