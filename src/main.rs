@@ -427,9 +427,10 @@ fn main() -> ExitCode {
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        // --help and --version print as clap prints them; bad arguments get the one-line form
-        // every other error gets (clap's usage block and "--help" hint dropped), exit 2.
-        Err(e) if !e.use_stderr() => e.exit(),
+        // --help, --version and a bare `plastic` (the help, exit 2) print as clap prints them;
+        // bad arguments get the one-line form every other error gets (clap's usage block and
+        // "--help" hint dropped), exit 2.
+        Err(e) if !e.use_stderr() || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
         Err(e) => {
             let text = e.render().to_string();
             let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("Usage:") && !l.starts_with("For more information")).collect();

@@ -308,6 +308,10 @@ fn bad_inputs_fail_with_one_line_and_exit_code_2() {
     assert_one_line_error(&o, "'train'");
     let o = run(plastic().args(["export"]));
     assert_one_line_error(&o, "--run");
+    // A bare `plastic` still shows the whole help (exit 2), not a squashed line.
+    let o = run(&mut plastic());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).lines().count() > 10 && stderr(&o).contains("Commands:"), "{}", stderr(&o));
 }
 
 #[test]
