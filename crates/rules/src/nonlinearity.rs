@@ -22,8 +22,9 @@ impl Activation {
             // One fused op ([`crate::pointwise::elu`]): accurate near 0 (as expm1), finite
             // gradients for large x, one pass each way.
             Activation::Elu => crate::pointwise::elu(x),
-            Activation::Tanh => x.tanh(),
-            Activation::Sigmoid => activation::sigmoid(x),
+            // σ and tanh as the fused gate with offset 0 and multiplier 1 (vectorised on flex).
+            Activation::Tanh => crate::pointwise::gate(x, crate::pointwise::GateNonlinearity::Tanh, 0.0, 1.0),
+            Activation::Sigmoid => crate::pointwise::gate(x, crate::pointwise::GateNonlinearity::Sigmoid, 0.0, 1.0),
             Activation::Identity => x,
         }
     }
