@@ -20,7 +20,7 @@ use burn::module::{Module, Param};
 use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
-use plastic_rules::pointwise::{self, GateNonlinearity};
+use plastic_rules::pointwise::{self, GateNonlinearity, sigmoid, tanh};
 use plastic_rules::{Activation, FeedbackConv2d, FeedbackLayer};
 use serde::{Deserialize, Serialize};
 
@@ -348,8 +348,8 @@ impl Cell {
                     }
                     CellKind::Gru => {
                         let [r, u]: [Tensor<4>; 2] = chunks(z, 2).try_into().expect("two gates");
-                        let r = sig(r + g.forget_bias as f64);
-                        let u = sig(u);
+                        let r = sigmoid(r + g.forget_bias as f64);
+                        let u = sigmoid(u);
                         let cand = g.candidate.as_ref().expect("the GRU's candidate conv").forward(Tensor::cat(vec![x, r * state.h.clone()], 1));
                         let cand = tanh(cand);
                         let h = u.clone() * state.h.clone() + (u.neg() + 1.0) * cand;
@@ -358,19 +358,19 @@ impl Cell {
                     CellKind::Lstm => {
                         let [i, j, f, o]: [Tensor<4>; 4] = chunks(z, 4).try_into().expect("four gates");
                         let c_prev = state.c.clone().expect("the LSTM keeps a cell state");
-                        let c = c_prev * sig(f + g.forget_bias as f64) + sig(i) * tanh(j);
-                        let h = tanh(c.clone()) * sig(o);
+                        let c = c_prev * sigmoid(f + g.forget_bias as f64) + sigmoid(i) * tanh(j);
+                        let h = tanh(c.clone()) * sigmoid(o);
                         (h.clone(), CellState { h, c: Some(c) })
                     }
                     CellKind::Ugrnn => {
                         let [gate, cand]: [Tensor<4>; 2] = chunks(z, 2).try_into().expect("two gates");
-                        let gate = sig(gate + 1.0);
+                        let gate = sigmoid(gate + 1.0);
                         let h = gate.clone() * state.h.clone() + (gate.neg() + 1.0) * tanh(cand);
                         (h.clone(), CellState { h, c: None })
                     }
                     CellKind::IntersectionRnn => {
                         let [gh, hh, gy, yy]: [Tensor<4>; 4] = chunks(z, 4).try_into().expect("four gates");
-                        let (gh, gy) = (sig(gh + 1.0), sig(gy + 1.0));
+                        let (gh, gy) = (sigmoid(gh + 1.0), sigmoid(gy + 1.0));
                         let h = gh.clone() * state.h.clone() + (gh.neg() + 1.0) * tanh(hh);
                         let y = gy.clone() * x + (gy.neg() + 1.0) * relu(yy);
                         (y, CellState { h, c: None })
@@ -430,21 +430,7 @@ impl Cell {
     }
 }
 
-/// σ and tanh as the fused pointwise ops (one vectorised pass each way on flex).
-fn sig(z: Tensor<4>) -> Tensor<4> {
-    pointwise::gate(z, GateNonlinearity::Sigmoid, 0.0, 1.0)
-}
-
-fn tanh(z: Tensor<4>) -> Tensor<4> {
-    pointwise::gate(z, GateNonlinearity::Tanh, 0.0, 1.0)
-}
-
 impl ReciprocalGatedCell {
-    /// `offset + multiplier · f(z)`, one fused op (one pass each way instead of three).
-    fn gate(&self, nonlinearity: GateNonlinearity, offset: f32, multiplier: f32, z: Tensor<4>) -> Tensor<4> {
-        pointwise::gate(z, nonlinearity, offset, multiplier)
-    }
-
     fn step(&self, x: Tensor<4>, state: &CellState, feedback: Option<Tensor<4>>, residual: Option<Tensor<4>>) -> (Tensor<4>, CellState) {
         let cfg = &self.config;
         let entry = |e: FeedbackEntry, t: Tensor<4>| match (&feedback, cfg.feedback_entry == e) {
@@ -453,8 +439,9 @@ impl ReciprocalGatedCell {
         };
         let x = entry(FeedbackEntry::Input, x);
         let (h, c) = (state.h.clone(), state.c.clone().expect("the RGC keeps a cell state"));
-        let tau = |z| self.gate(cfg.tau_nonlinearity, cfg.tau_offset, cfg.tau_multiplier, z);
-        let gate = |z| self.gate(cfg.gate_nonlinearity, cfg.gate_offset, cfg.gate_multiplier, z);
+        // `offset + multiplier · f(z)`, each one fused op.
+        let tau = |z| pointwise::gate(z, cfg.tau_nonlinearity, cfg.tau_offset, cfg.tau_multiplier);
+        let gate = |z| pointwise::gate(z, cfg.gate_nonlinearity, cfg.gate_offset, cfg.gate_multiplier);
         let norm = |n: &Option<GroupNorm>, t: Tensor<4>| match n {
             Some(n) => n.forward(t),
             None => t,

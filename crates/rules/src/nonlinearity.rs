@@ -22,9 +22,8 @@ impl Activation {
             // One fused op ([`crate::pointwise::elu`]): accurate near 0 (as expm1), finite
             // gradients for large x, one pass each way.
             Activation::Elu => crate::pointwise::elu(x),
-            // σ and tanh as the fused gate with offset 0 and multiplier 1 (vectorised on flex).
-            Activation::Tanh => crate::pointwise::gate(x, crate::pointwise::GateNonlinearity::Tanh, 0.0, 1.0),
-            Activation::Sigmoid => crate::pointwise::gate(x, crate::pointwise::GateNonlinearity::Sigmoid, 0.0, 1.0),
+            Activation::Tanh => crate::pointwise::tanh(x),
+            Activation::Sigmoid => crate::pointwise::sigmoid(x),
             Activation::Identity => x,
         }
     }

@@ -249,6 +249,16 @@ pub fn elu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as PointwiseBackend>::elu(x.into_dispatch()))
 }
 
+/// σ(x), as the gate with offset 0 and multiplier 1.
+pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    gate(x, GateNonlinearity::Sigmoid, 0.0, 1.0)
+}
+
+/// tanh(x), as the gate with offset 0 and multiplier 1.
+pub fn tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    gate(x, GateNonlinearity::Tanh, 0.0, 1.0)
+}
+
 /// A gate `offset + multiplier · f(z)` (f = σ or tanh), as one op with its own backward.
 pub fn gate<const D: usize>(z: Tensor<D>, nonlinearity: GateNonlinearity, offset: f32, multiplier: f32) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as PointwiseBackend>::gate(z.into_dispatch(), nonlinearity, offset, multiplier))
