@@ -20,8 +20,8 @@ its loss steps, as plastic trains it.
 
 Peak memory: on the CPU the growth of the process's peak resident set (VmHWM, reset through
 /proc/self/clear_refs) over its resident set before the first step, as `plastic bench`
-measures it; on a GPU the device's peak allocation. fp32 throughout (`--precision bf16` runs
-the step under bf16 autocast); PyTorch's defaults otherwise (cuDNN may use TF32 convolutions).
+measures it; on a GPU the device's peak allocation. fp32 throughout (`--precision bf16` / `f16` runs
+the step under autocast, f16 with a GradScaler); PyTorch's defaults otherwise (cuDNN may use TF32 convolutions).
 It installs nothing: `pip install torch` (and torchvision for resnet18).
 """
 import argparse
@@ -120,7 +120,7 @@ def main():
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--channels", type=int, default=3)
     p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--precision", default="f32", choices=["f32", "bf16"])
+    p.add_argument("--precision", default="f32", choices=["f32", "bf16", "f16"], help="bf16 / f16: the step under autocast (f16 with a GradScaler), as plastic's train.precision")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--rounds", type=int, default=3)
@@ -150,15 +150,18 @@ def main():
     x = torch.randn(a.batch, a.channels, a.resolution, a.resolution, device=dev)
     y = torch.arange(a.batch, device=dev) % a.classes
     loss_fn = nn.CrossEntropyLoss()
+    half = {"bf16": torch.bfloat16, "f16": torch.float16}.get(a.precision)
+    scaler = torch.amp.GradScaler(dev.type, enabled=a.precision == "f16")
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+        with torch.autocast(dev.type, dtype=half or torch.float32, enabled=half is not None):
             # A ConvRNN's loss is the mean cross-entropy over its loss steps, as plastic's.
             logits = forward(x)
             loss = sum(loss_fn(z, y) for z in logits) / len(logits)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
     def sync():
         if cuda:

@@ -8,6 +8,7 @@
 #   scripts/compare.sh knet4 resnet18         # some of them
 #   PAIRS=7 THREADS=2 PYTHON=~/.cache/torch-venv/bin/python scripts/compare.sh
 #   DEVICE=cuda PLASTIC_DEVICE=wgpu scripts/compare.sh resnet18_224 convnet
+#   DEVICE=cuda PLASTIC_DEVICE=wgpu PRECISION=bf16 scripts/compare.sh resnet18_224   # mixed precision on both sides
 #
 # Cases (batch 64 unless said): knet4, convnet, alexnet, resnet18 at 32 px; alexnet_64 (64 px);
 # resnet18_224 (224 px, 1000 classes); the ConvRNNs convrnn_quickstart (8 px, 1 channel, T = 7)
@@ -23,6 +24,8 @@ THREADS="${THREADS:-2}"
 DEVICE="${DEVICE:-cpu}"
 PLASTIC_DEVICE="${PLASTIC_DEVICE:-$DEVICE}"
 PYTHON="${PYTHON:-python3}"
+# f32, or mixed precision bf16 / f16: plastic's train.precision against PyTorch's autocast.
+PRECISION="${PRECISION:-f32}"
 if [ -z "${PLASTIC:-}" ]; then
     cargo build --release --quiet
     PLASTIC="$CARGO_TARGET_DIR/release/plastic"
@@ -63,11 +66,11 @@ for name in "${ORDER[@]}"; do
             --set data.synthetic.channels="$channels" --set data.synthetic.classes="$classes" --set data.synthetic.samples=40 \
             --set train.steps=1 --set train.batch_size=4 --set train.warmup_steps=0 --out "$(dirname "$export_dir")/runs" > /dev/null 2>&1
         "$PLASTIC" export --run "$(dirname "$export_dir")/runs/$name" --format pytorch --output "$export_dir" 2> /dev/null
-        run_plastic() { "$PLASTIC" bench --device "$PLASTIC_DEVICE" --config "$config" "${overrides[@]}" "${shape[@]}" | tail -n 1; }
-        run_torch() { "$PYTHON" scripts/bench_pytorch.py --device "$DEVICE" --threads "$THREADS" --export "$export_dir" --batch "$batch" --steps "$steps" --rounds "$rounds"; }
+        run_plastic() { "$PLASTIC" bench --device "$PLASTIC_DEVICE" --config "$config" "${overrides[@]}" --set train.precision="$PRECISION" "${shape[@]}" | tail -n 1; }
+        run_torch() { "$PYTHON" scripts/bench_pytorch.py --device "$DEVICE" --threads "$THREADS" --precision "$PRECISION" --export "$export_dir" --batch "$batch" --steps "$steps" --rounds "$rounds"; }
     else
-        run_plastic() { "$PLASTIC" bench --device "$PLASTIC_DEVICE" --model "$model" "${shape[@]}" | tail -n 1; }
-        run_torch() { "$PYTHON" scripts/bench_pytorch.py --device "$DEVICE" --threads "$THREADS" --model "$model" "${shape[@]}"; }
+        run_plastic() { "$PLASTIC" bench --device "$PLASTIC_DEVICE" --model "$model" --set train.precision="$PRECISION" "${shape[@]}" | tail -n 1; }
+        run_torch() { "$PYTHON" scripts/bench_pytorch.py --device "$DEVICE" --threads "$THREADS" --precision "$PRECISION" --model "$model" "${shape[@]}"; }
     fi
     run_plastic > /dev/null
     run_torch > /dev/null
@@ -81,9 +84,9 @@ for name in "${ORDER[@]}"; do
     pi=$(median "${p_ips[@]}"); ti=$(median "${t_ips[@]}"); pm=$(median "${p_mem[@]}"); tm=$(median "${t_mem[@]}")
     line=$("$PYTHON" -c "import json,sys
 a=sys.argv[1:]
-print(json.dumps({'case': a[0], 'device': a[1], 'precision': 'f32', 'threads': int(a[2]),
+print(json.dumps({'case': a[0], 'device': a[1], 'precision': a[11], 'threads': int(a[2]),
   'plastic_images_per_s': float(a[3]), 'pytorch_images_per_s': float(a[4]), 'ratio': float(a[3]) / float(a[4]),
   'plastic_peak_mib': float(a[5]), 'pytorch_peak_mib': float(a[6]), 'plastic_params': int(a[7]), 'pytorch_params': int(a[8]),
-  'pairs': int(a[9]), 'date': a[10]}))" "$name" "$DEVICE" "$THREADS" "$pi" "$ti" "$pm" "$tm" "$p_params" "$t_params" "$PAIRS" "$(date +%Y-%m-%d)")
+  'pairs': int(a[9]), 'date': a[10]}))" "$name" "$DEVICE" "$THREADS" "$pi" "$ti" "$pm" "$tm" "$p_params" "$t_params" "$PAIRS" "$(date +%Y-%m-%d)" "$PRECISION")
     echo "$line" | tee -a "$OUT"
 done

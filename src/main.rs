@@ -129,6 +129,11 @@ enum Command {
         rounds: usize,
         #[arg(long, default_value_t = 2)]
         warmup: usize,
+        /// Feed every step a fresh batch of the config's data through the training loader
+        /// (worker threads, augmentation, normalisation), as training does, instead of one
+        /// random batch held in memory; the input size and classes are the data's.
+        #[arg(long)]
+        data: bool,
     },
     /// Draw loss, accuracy and alignment angles over training, and the observables' trajectories, as PNG files (runs/<name>/plots/).
     Plot {
@@ -313,7 +318,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Bench { config, models, rules, device, batch, resolution, channels, classes, steps, rounds, warmup } => {
+        Command::Bench { config, models, rules, device, batch, resolution, channels, classes, steps, rounds, warmup, data } => {
             let base = load_config(&config)?;
             plastic_train::set_threads(base.train.threads);
             let rules: Vec<RuleKind> = if rules == "all" {
@@ -325,12 +330,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     .collect::<Result<_, _>>()?
             };
             let device = select(device)?;
-            let data_shape = if resolution.is_some() && channels.is_some() { None } else { Some(base.data.shape_and_classes()?.0) };
-            let input = [
-                channels.unwrap_or_else(|| data_shape.unwrap()[0]),
-                resolution.unwrap_or_else(|| data_shape.unwrap()[1]),
-                resolution.unwrap_or_else(|| data_shape.unwrap()[2]),
-            ];
+            if data && (resolution.is_some() || channels.is_some()) {
+                return Err(TrainError::Config("bench --data takes the input size from the data set: set data.resolution instead of --resolution / --channels".into()).into());
+            }
+            let splits = if data { Some(plastic_data::open(&base.data)?) } else { None };
+            let data_shape = if splits.is_some() || (resolution.is_some() && channels.is_some()) { None } else { Some(base.data.shape_and_classes()?.0) };
+            let input = match &splits {
+                Some(s) => s.shape(),
+                None => [
+                    channels.unwrap_or_else(|| data_shape.unwrap()[0]),
+                    resolution.unwrap_or_else(|| data_shape.unwrap()[1]),
+                    resolution.unwrap_or_else(|| data_shape.unwrap()[2]),
+                ],
+            };
+            let classes = splits.as_ref().map_or(classes, |s| s.num_classes());
             let models = if models.is_empty() { vec![None] } else { models.into_iter().map(Some).collect() };
             for model in models {
                 let mut overrides = config.set.clone();
@@ -342,7 +355,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     None => RunConfig::parse("", &overrides)?,
                 };
                 let plan = plastic_train::bench::BenchPlan { batch, input, classes, warmup, steps, rounds };
-                plastic_train::bench::bench_rules(&c, &rules, &plan, &device.device, &device.name, &mut |r| {
+                plastic_train::bench::bench_rules(&c, &rules, &plan, splits.as_ref(), &device.device, &device.name, &mut |r| {
                     println!("{}", serde_json::to_string(r).expect("plain data"));
                 })?;
             }

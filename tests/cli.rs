@@ -53,6 +53,27 @@ fn quickstart_config_learns_digits_on_a_reduced_budget() {
     assert_eq!(std::fs::read(out.join("quickstart/summary.json")).unwrap(), before);
 }
 
+/// Mixed precision from the CLI: bf16 activations with f32 parameters learn the quickstart
+/// as f32 does on the same budget (`quickstart_config_learns_digits_on_a_reduced_budget`), the
+/// checkpoint keeps f32 weights, and a precision the device lacks or no one knows is one line.
+#[test]
+fn bf16_mixed_precision_learns_the_quickstart() {
+    let out = temp_dir("bf16");
+    let o = run(plastic().args(["train", "--config", "configs/quickstart.toml", "--device", "cpu", "--set", "train.epochs=4", "--set", "train.precision=bf16", "--out"]).arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let acc = json(&out.join("quickstart/summary.json"))["test_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.85, "bf16 test accuracy {acc} after 4 epochs");
+    assert!(std::fs::read_to_string(out.join("quickstart/config.toml")).unwrap().contains("precision = \"bf16\""));
+    let last = std::fs::read_dir(out.join("quickstart/checkpoints")).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let bytes = std::fs::read(last).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    assert!(header.iter().filter(|(k, _)| *k != "__metadata__").all(|(_, v)| v["dtype"] == "F32"), "master weights stay f32");
+
+    let o = run(plastic().args(["train", "--device", "cpu", "--set", "train.precision=fp8", "--out"]).arg(&out));
+    assert_one_line_error(&o, "precision");
+}
+
 const RESUME_CONFIG: &str = r#"
 name = "resume"
 seed = 3
@@ -226,6 +247,14 @@ fn assert_resume_ends_bitwise(config_text: &str, name: &str, first: usize, total
 fn resume_after_kill_ends_bitwise_where_an_uninterrupted_run_ends() {
     assert_resume_ends_bitwise(RESUME_CONFIG, "resume", 100, 1500);
     assert_resume_ends_bitwise(RESUME_CONVRNN_CONFIG, "resume-convrnn", 11, 120);
+    // f16 mixed precision: its dynamic loss scale travels with the checkpoint. Starting at 2²⁴,
+    // the first steps overflow and halve it before the first checkpoint, so a resume that
+    // forgot the scale would not end where the whole run does.
+    let f16 = RESUME_CONVRNN_CONFIG.replace("name = \"resume-convrnn\"", "name = \"resume-f16\"").replace("[train]\n", "[train]\nprecision = \"f16\"\nloss_scale = 16777216\n");
+    assert_resume_ends_bitwise(&f16, "resume-f16", 11, 120);
+    let metrics = metrics_without_speed(&std::env::temp_dir().join(format!("plastic-cli-resume-f16-{}/whole/resume-f16/metrics.jsonl", std::process::id())));
+    let scales: Vec<f64> = metrics.iter().filter_map(|l| l["loss_scale"].as_f64()).collect();
+    assert!(scales[0] < 16777216.0 && scales.iter().all(|s| s.log2().fract() == 0.0), "{scales:?}");
     // Every line of the ConvRNN run carries the latest true_grad_angle, though only every
     // 35th step is both a log and a measurement step.
     let metrics = metrics_without_speed(&std::env::temp_dir().join(format!("plastic-cli-resume-convrnn-{}/whole/resume-convrnn/metrics.jsonl", std::process::id())));
@@ -386,6 +415,30 @@ fn wgpu_trains_a_step() {
     let summary = json(&out.join("run/summary.json"));
     assert_eq!(summary["device"], "wgpu");
     assert_eq!(summary["steps"], 2);
+
+    // Mixed precision on the GPU path: f16 runs where the adapter has shader f16 (lavapipe
+    // has; its first loss, before any update, is f32's to f16's rounding), bf16 is refused in
+    // one line where the adapter lacks it (WGSL has no bf16).
+    let first_loss = |dir: &Path| -> f64 {
+        let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+        serde_json::from_str::<serde_json::Value>(metrics.lines().next().unwrap()).unwrap()["loss"].as_f64().unwrap()
+    };
+    let f32_loss = first_loss(&out);
+    for precision in ["f16", "bf16"] {
+        let dir = out.join(precision);
+        let o = run(plastic()
+            .env("CUBECL_AUTOTUNE_LEVEL", "minimal")
+            .args(["train", "--device", "wgpu", "--set", "model.kind=mlp", "--set", "model.hidden=[16]", "--set", "train.steps=2", "--set", "train.log_every=1"])
+            .args(["--set", &format!("train.precision={precision}"), "--out"])
+            .arg(&dir));
+        if o.status.success() {
+            let loss = first_loss(&dir);
+            assert!((loss - f32_loss).abs() < 0.01 * f32_loss, "{precision}: first loss {loss}, f32's {f32_loss}");
+        } else {
+            assert!(!(required && precision == "f16"), "lavapipe has shader f16: {}", stderr(&o));
+            assert_one_line_error(&o, &format!("has no {precision} arithmetic"));
+        }
+    }
 }
 
 #[test]
@@ -614,6 +667,14 @@ fn bench_prints_one_json_line_per_case_with_ratios_to_backprop() {
     assert!(o.status.success(), "{}", stderr(&o));
     let line: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
     assert_eq!((line["name"].as_str(), line["model"].as_str(), line["times"].as_u64()), (Some("convrnn-quickstart"), Some("convrnn"), Some(7)), "{line}");
+    assert_eq!((line["batches"].as_str(), line["precision"].as_str()), (Some("memory"), Some("f32")));
+    // Fed by the training loader, in bf16: the data set's input size, the config's precision.
+    let o = run(plastic().args(["bench", "--device", "cpu", "--config", "configs/quickstart.toml", "--data", "--set", "train.precision=bf16", "--batch", "4", "--steps", "2", "--rounds", "1", "--warmup", "1"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!((line["batches"].as_str(), line["precision"].as_str(), line["input"].clone()), (Some("loader"), Some("bf16"), serde_json::json!([1, 8, 8])), "{line}");
+    let o = run(plastic().args(["bench", "--device", "cpu", "--config", "configs/quickstart.toml", "--data", "--resolution", "16"]));
+    assert_one_line_error(&o, "data.resolution");
 }
 
 /// Inspecting a model needs its config, not its data: the ImageNet preset's folder does not

@@ -300,7 +300,7 @@ impl Stage {
             Stage::Conv(c) => *map = map.take().map(|x| c.forward(x)),
             Stage::Residual(r) => *map = map.take().map(|x| r.forward(x)),
             Stage::Pool(p) => *map = map.take().map(|x| pool(x, p.op)),
-            Stage::NormAct(n) => *map = map.take().map(|x| n.activation.apply(n.norm.forward(x))),
+            Stage::NormAct(n) => *map = map.take().map(|x| n.activation.apply(units::batch_norm(&n.norm, x))),
         }
     }
 }
@@ -339,7 +339,7 @@ impl Cnn {
                     }
                     (DirectMode::Probe, Some(m), _) => {
                         let dims = m.dims();
-                        let leaf = Tensor::<2>::zeros([dims[0], dims[1] * dims[2] * dims[3]], &m.device()).require_grad();
+                        let leaf = Tensor::<2>::zeros([dims[0], dims[1] * dims[2] * dims[3]], (&m.device(), m.dtype())).require_grad();
                         map = Some(m + leaf.clone().reshape(dims));
                         leaf
                     }
@@ -354,7 +354,8 @@ impl Cnn {
             }
             stage.forward(&mut map, &mut flat);
         }
-        (flat.expect("the zoo ends every network with a dense readout"), direct)
+        // The logits in f32 whatever the activations' precision: the loss is f32's.
+        (flat.expect("the zoo ends every network with a dense readout").cast(burn::tensor::DType::F32), direct)
     }
 
     /// The names of [`Cnn::stage_outputs`], in forward order, without running anything.

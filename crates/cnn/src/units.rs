@@ -5,9 +5,16 @@ use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, LocalResponse
 use burn::tensor::module::{adaptive_avg_pool2d, avg_pool2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor};
+use plastic_rules::precision::in_f32;
 use plastic_rules::{Activation, FeedbackConv2d, FeedbackConv2dConfig, FeedbackLayer, FeedbackLinear, FeedbackLinearConfig};
 
 use crate::spec::{PoolOp, PostOp};
+
+/// BatchNorm in f32 whatever the activations' precision (autocast's rule): its batch
+/// statistics and running averages need f32's mantissa.
+pub fn batch_norm(norm: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    in_f32(x, |x| norm.forward(x))
+}
 
 pub fn pool(x: Tensor<4>, op: PoolOp) -> Tensor<4> {
     match op {
@@ -54,9 +61,9 @@ impl ConvUnit {
     pub fn forward_post(&self, mut x: Tensor<4>) -> Tensor<4> {
         for op in &self.post {
             x = match op {
-                PostOp::BatchNorm => self.norm.as_ref().expect("built with the unit").forward(x),
+                PostOp::BatchNorm => batch_norm(self.norm.as_ref().expect("built with the unit"), x),
                 PostOp::Activation(a) => a.apply(x),
-                PostOp::Lrn { .. } => self.lrn.as_ref().expect("built with the unit").forward(x),
+                PostOp::Lrn { .. } => in_f32(x, |x| self.lrn.as_ref().expect("built with the unit").forward(x)),
                 PostOp::Pool(p) => pool(x, *p),
             };
         }
@@ -85,21 +92,21 @@ impl ResidualBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let relu = |t| Activation::Relu.apply(t);
         if self.preactivation {
-            let pre = relu(self.norm1.forward(x.clone()));
+            let pre = relu(batch_norm(&self.norm1, x.clone()));
             let skip = match &self.shortcut {
                 Some(proj) => proj.forward(pre.clone()),
                 None => x,
             };
             let h = self.conv1.forward(pre);
-            let h = self.conv2.forward(relu(self.norm2.forward(h)));
+            let h = self.conv2.forward(relu(batch_norm(&self.norm2, h)));
             h + skip
         } else {
             let skip = match (&self.shortcut, &self.shortcut_norm) {
-                (Some(proj), Some(norm)) => norm.forward(proj.forward(x.clone())),
+                (Some(proj), Some(norm)) => batch_norm(norm, proj.forward(x.clone())),
                 _ => x.clone(),
             };
-            let h = relu(self.norm1.forward(self.conv1.forward(x)));
-            let h = self.norm2.forward(self.conv2.forward(h));
+            let h = relu(batch_norm(&self.norm1, self.conv1.forward(x)));
+            let h = batch_norm(&self.norm2, self.conv2.forward(h));
             relu(h + skip)
         }
     }

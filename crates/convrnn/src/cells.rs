@@ -19,8 +19,9 @@
 use burn::module::{Module, Param};
 use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::tensor::activation::relu;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use plastic_rules::pointwise::{self, GateNonlinearity, sigmoid, tanh};
+use plastic_rules::precision::{follow, in_f32};
 use plastic_rules::{Activation, FeedbackConv2d, FeedbackLayer};
 use serde::{Deserialize, Serialize};
 
@@ -305,14 +306,14 @@ impl Cell {
         }
     }
 
-    /// The zero state for a batch of `n` at `[h, w]`.
-    pub fn zero_state(&self, n: usize, channels: usize, size: [usize; 2], device: &Device) -> CellState {
+    /// The zero state for a batch of `n` at `[h, w]`, in the activations' `dtype`.
+    pub fn zero_state(&self, n: usize, channels: usize, size: [usize; 2], device: &Device, dtype: DType) -> CellState {
         let c = match self {
-            Cell::Gated(g) if g.kind == CellKind::Lstm => Some(Tensor::zeros([n, channels, size[0], size[1]], device)),
-            Cell::Rgc(r) => Some(Tensor::zeros([n, r.config.cell_depth.unwrap_or(channels), size[0], size[1]], device)),
+            Cell::Gated(g) if g.kind == CellKind::Lstm => Some(Tensor::zeros([n, channels, size[0], size[1]], (device, dtype))),
+            Cell::Rgc(r) => Some(Tensor::zeros([n, r.config.cell_depth.unwrap_or(channels), size[0], size[1]], (device, dtype))),
             _ => None,
         };
-        CellState { h: Tensor::zeros([n, channels, size[0], size[1]], device), c }
+        CellState { h: Tensor::zeros([n, channels, size[0], size[1]], (device, dtype)), c }
     }
 
     /// One time step. `x` is the drive, `feedback` the mapped long-range feedback (already
@@ -330,7 +331,7 @@ impl Cell {
                 (y.clone(), CellState { h: y, c: None })
             }
             Cell::TimeDecay(td) => {
-                let h = state.h.clone() * td.tau.val().reshape([1, 1, 1, 1]) + add_feedback(x);
+                let h = state.h.clone() * follow(td.tau.val(), &x).reshape([1, 1, 1, 1]) + add_feedback(x);
                 (h.clone(), CellState { h, c: None })
             }
             Cell::Gated(g) => {
@@ -340,7 +341,7 @@ impl Cell {
                 match g.kind {
                     CellKind::SimpleRnn => {
                         let z = match &g.norm {
-                            Some(n) => n.forward(z),
+                            Some(n) => in_f32(z, |z| n.forward(z)),
                             None => z,
                         };
                         let h = Activation::Elu.apply(z);
@@ -443,7 +444,7 @@ impl ReciprocalGatedCell {
         let tau = |z| pointwise::gate(z, cfg.tau_nonlinearity, cfg.tau_offset, cfg.tau_multiplier);
         let gate = |z| pointwise::gate(z, cfg.gate_nonlinearity, cfg.gate_offset, cfg.gate_multiplier);
         let norm = |n: &Option<GroupNorm>, t: Tensor<4>| match n {
-            Some(n) => n.forward(t),
+            Some(n) => in_f32(t, |t| n.forward(t)),
             None => t,
         };
         // Cell: gated by the previous output (reciprocal), leaky through its own τ gate.

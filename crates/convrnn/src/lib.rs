@@ -433,12 +433,14 @@ impl ConvRnn {
     pub(crate) fn unroll(&self, images: Tensor<4>, record_layers: bool, mut capture: Option<(usize, &mut Vec<NodeCapture>)>) -> Unrolled {
         let [n, ..] = images.dims();
         let device = images.device();
+        // The activations' dtype is the images' (mixed precision: bf16 or f16 images).
+        let dtype = images.dtype();
         let zeros = |c: usize, s: [usize; 2]| {
-            let t = Tensor::<4>::zeros([n, c, s[0], s[1]], &device.clone().without_autodiff());
+            let t = Tensor::<4>::zeros([n, c, s[0], s[1]], (&device.clone().without_autodiff(), dtype));
             if device.is_autodiff() { Tensor::from_inner(t) } else { t }
         };
         let mut outputs: Vec<Tensor<4>> = self.layers.iter().map(|l| zeros(l.wiring.channels, l.wiring.output_size)).collect();
-        let mut states: Vec<CellState> = self.layers.iter().map(|l| l.cell.zero_state(n, l.wiring.channels, l.wiring.cell_size, &device)).collect();
+        let mut states: Vec<CellState> = self.layers.iter().map(|l| l.cell.zero_state(n, l.wiring.channels, l.wiring.cell_size, &device, dtype)).collect();
         let blank = images.clone().ones_like() * self.plan.blank as f64;
         let readout = |outputs: &[Tensor<4>]| self.read_out(outputs.last().expect("at least one layer").clone());
         // The readout reads the last layer's output of the previous step.
@@ -485,9 +487,10 @@ impl ConvRnn {
     }
 
     /// The readout of the last layer's output `last` (`[batch, c, h, w]`): its spatial mean
-    /// through the readout layer, `[batch, classes]`.
+    /// through the readout layer, `[batch, classes]`, in f32 whatever the activations'
+    /// precision (the loss and the readout's step comparisons are f32's).
     pub fn read_out(&self, last: Tensor<4>) -> Tensor<2> {
-        self.readout.forward(last.mean_dim(3).mean_dim(2).flatten(1, 3))
+        self.readout.forward(last.mean_dim(3).mean_dim(2).flatten(1, 3)).cast(burn::tensor::DType::F32)
     }
 
     /// The logits of the loss steps.

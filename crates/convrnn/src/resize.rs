@@ -47,7 +47,7 @@ pub fn resize(x: Tensor<4>, size: [usize; 2], mode: ResizeMode) -> Tensor<4> {
     }
     let device = x.device().without_autodiff();
     let constant = |values: Vec<f32>, shape: [usize; 4], device: &Device| {
-        let t = Tensor::<4>::from_data(TensorData::new(values, shape), device);
+        let t = Tensor::<4>::from_data(TensorData::new(values, shape), device).cast(x.dtype());
         if x.is_autodiff() { Tensor::from_inner(t) } else { t }
     };
     let a_h = constant(interpolation_matrix(h, size[0], mode), [1, 1, size[0], h], &device);

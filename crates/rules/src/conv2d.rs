@@ -8,6 +8,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::init::WeightInit;
 use crate::layer::{FeedbackLayer, MirrorSettings};
 use crate::ops::{BackwardSpec, FeedbackGrad, LocalLoss, feedback_conv2d, plain_conv2d};
+use crate::precision::follow;
 use crate::rule::LayerRule;
 use crate::source::FeedbackSource;
 use crate::tap::LayerTap;
@@ -111,8 +112,9 @@ impl FeedbackConv2d {
 
     /// `[batch, channels_in, h, w] → [batch, channels_out, h', w']`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let weight = self.weight.val();
-        let bias = self.bias.as_ref().map(|b| b.val());
+        // Mixed precision: W, B and the bias meet the input in its dtype (f32 stays f32).
+        let weight = follow(self.weight.val(), &x);
+        let bias = self.bias.as_ref().map(|b| follow(b.val(), &x));
         // Without autodiff (evaluation), with backprop, or on an input that carries no gradient
         // (the image itself) when B does not learn, the op is a plain convolution (on flex still
         // our own products, `cpu_conv`): no error goes down through B there, and W's gradient
@@ -123,7 +125,7 @@ impl FeedbackConv2d {
         if self.rule.is_plain() || !weight.is_autodiff() || (!x.is_tracked() && !self.rule.trains_feedback()) {
             return plain_conv2d(x, weight, bias, self.options());
         }
-        let feedback = self.feedback_tensor(&weight);
+        let feedback = follow(self.feedback_tensor(&self.weight.val()), &x);
         let spec = BackwardSpec { feedback_grad: self.rule.feedback_grad(), tap: Some(self.tap.clone()) };
         feedback_conv2d(x, weight, bias, feedback, self.options(), spec)
     }

@@ -30,6 +30,7 @@ pub mod linear;
 pub mod nonlinearity;
 pub mod ops;
 pub mod pointwise;
+pub mod precision;
 pub mod probe;
 pub mod rule;
 pub mod seeder;
@@ -44,6 +45,7 @@ pub use layer::{FeedbackLayer, FeedbackNetwork, LayerSummary, MirrorSettings, We
 pub use linear::{FeedbackLinear, FeedbackLinearConfig};
 pub use seeder::{LayerSeeder, SeedPurpose, derive_seed, indexed_seed, splitmix64};
 pub use nonlinearity::Activation;
+pub use precision::Precision;
 pub use probe::{LayerObservation, ObservedNetwork, OutputMask};
 pub use rule::{CoefficientScale, FeedbackOptimizer, LayerPosition, LayerRule, MirrorSource, RuleConfig, RuleKind, RuleOverride, SignVariant};
 pub use tap::{LayerTap, TapRequest};

@@ -9,6 +9,7 @@ use crate::conv2d::replace_value;
 use crate::init::WeightInit;
 use crate::layer::{FeedbackLayer, MirrorSettings};
 use crate::ops::{BackwardSpec, FeedbackGrad, LocalLoss, feedback_linear};
+use crate::precision::follow;
 use crate::rule::LayerRule;
 use crate::source::FeedbackSource;
 use crate::tap::LayerTap;
@@ -75,14 +76,15 @@ impl FeedbackLinearConfig {
 impl FeedbackLinear {
     /// `[batch, d_input] → [batch, d_output]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let weight = self.weight.val();
-        let bias = self.bias.as_ref().map(|b| b.val());
+        // Mixed precision: W, B and the bias meet the input in its dtype (f32 stays f32).
+        let weight = follow(self.weight.val(), &x);
+        let bias = self.bias.as_ref().map(|b| follow(b.val(), &x));
         // As in `FeedbackConv2d::forward`: a plain product without autodiff, with backprop, or
         // on an input that carries no gradient when B does not learn.
         if self.rule.is_plain() || !weight.is_autodiff() || (!x.is_tracked() && !self.rule.trains_feedback()) {
             return linear(x, weight, bias);
         }
-        let feedback = self.feedback_tensor(&weight);
+        let feedback = follow(self.feedback_tensor(&self.weight.val()), &x);
         let spec = BackwardSpec { feedback_grad: self.rule.feedback_grad(), tap: Some(self.tap.clone()) };
         feedback_linear(x, weight, bias, feedback, spec)
     }

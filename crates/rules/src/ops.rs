@@ -434,7 +434,11 @@ fn weight_and_local_grads<B: Backend, K: LayerKind>(
 }
 
 /// `[⟨a, b⟩, ‖a‖², ‖b‖²]` of two tensors of the same shape, read back to the host in one go.
+/// Summed in f32 whatever the step's precision: a half-precision sum of squares loses the
+/// angle (bf16) or overflows (f16 under a loss scale).
 fn angle_sums<B: Backend>(a: &FloatTensor<B>, b: &FloatTensor<B>) -> [f64; 3] {
+    let f32 = |t: &FloatTensor<B>| if t.dtype() == burn::tensor::DType::F32 { t.clone() } else { B::float_cast(t.clone(), burn::tensor::FloatDType::F32) };
+    let (a, b) = (&f32(a), &f32(b));
     let sum = |t: FloatTensor<B>| B::float_reshape(B::float_sum(t), Shape::new([1]));
     let stats = B::float_cat(
         vec![

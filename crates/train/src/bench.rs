@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use plastic_data::Splits;
 use plastic_rules::init::normal_stream;
 use plastic_rules::{FeedbackNetwork, MirrorSettings, RuleKind};
 use serde::Serialize;
@@ -25,6 +26,12 @@ pub struct BenchResult {
     pub model: String,
     pub rule: String,
     pub device: String,
+    /// `train.precision`: f32, or mixed bf16 / f16.
+    pub precision: String,
+    /// Where the batches came from: `memory` (one fixed batch) or `loader` (the config's data
+    /// through the training loader: decoding, augmentation and normalisation on its worker
+    /// threads, overlapped with the steps as in training).
+    pub batches: String,
     pub batch: usize,
     pub input: [usize; 3],
     /// ConvRNNs: time steps of the unroll.
@@ -49,32 +56,51 @@ struct Case {
     images: Tensor<4>,
     targets: Tensor<1, Int>,
     mirror: Option<(MirrorSettings, usize)>,
+    loss_scale: Option<f64>,
+    /// With `--data`: the training loader's stream, a fresh batch every step.
+    stream: Option<plastic_data::BatchStream>,
     step: usize,
 }
 
 impl Case {
-    fn new(config: &RunConfig, input: [usize; 3], classes: usize, batch: usize, device: &Device) -> Result<Self> {
+    fn new(config: &RunConfig, input: [usize; 3], classes: usize, batch: usize, splits: Option<&Splits>, device: &Device) -> Result<Self> {
         let model = Network::build(config, input, classes, device)?;
         let inner = device.clone().without_autodiff();
         let n = batch * input.iter().product::<usize>();
-        let images = Tensor::from_inner(Tensor::<4>::from_data(TensorData::new(normal_stream(n, 1, 0), [batch, input[0], input[1], input[2]]), &inner));
+        // In the run's precision, as the trainer feeds them (the network follows its input).
+        let images = Tensor::<4>::from_data(TensorData::new(normal_stream(n, 1, 0), [batch, input[0], input[1], input[2]]), &inner);
+        let images = Tensor::from_inner(images.cast(config.train.precision.dtype()));
         let labels: Vec<i64> = (0..batch as i64).map(|i| i % classes as i64).collect();
         let targets = Tensor::from_inner(Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), &inner));
         let mirror = (config.rule.kind == RuleKind::WeightMirror && config.rule.source == plastic_rules::MirrorSource::Noise).then(|| {
             (MirrorSettings { noise_std: config.rule.noise_std, lr: config.rule.mirror_lr, decay: config.rule.mirror_decay, batch: config.rule.mirror_batch }, config.rule.mirror_every)
         });
         let optimizer = build_optimizer(config, &model, crate::trainer::total_steps(&config.train, 100));
-        Ok(Self { model: Some(model), optimizer, images, targets, mirror, step: 0 })
+        // f16 steps as the trainer's do: a scaled loss, gradients checked and unscaled.
+        let loss_scale = config.train.precision.needs_loss_scale().then_some(config.train.loss_scale);
+        let stream = splits.map(|s| s.train_loader(batch, crate::trainer::loader_seeds(config.seed)).stream(0));
+        Ok(Self { model: Some(model), optimizer, images, targets, mirror, loss_scale, stream, step: 0 })
     }
 
     /// One training step; returns the device memory in use after the forward pass, if known.
     fn step(&mut self, device: &Device) -> Option<u64> {
         let model = self.model.take().expect("a model between steps");
-        let output = model.forward(self.images.clone());
+        let (images, targets) = match self.stream.as_mut().and_then(Iterator::next) {
+            Some(batch) => {
+                let (images, targets) = crate::eval::batch_tensors(&batch, &device.clone().without_autodiff());
+                (Tensor::from_inner(images.cast(self.images.dtype())), Tensor::from_inner(targets))
+            }
+            None => (self.images.clone(), self.targets.clone()),
+        };
+        let output = model.forward(images);
         let memory = device.memory_pool_usage().map(|u| u.bytes_in_use);
-        let loss = Network::loss(&output, self.targets.clone());
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let (mut model, _) = self.optimizer.step(model, grads, 1.0);
+        let loss = Network::loss(&output, targets);
+        let grads = match self.loss_scale {
+            Some(scale) => (loss * scale).backward(),
+            None => loss.backward(),
+        };
+        let grads = GradientsParams::from_grads(grads, &model);
+        let (mut model, _) = self.optimizer.step_scaled(model, grads, 1.0, self.loss_scale.unwrap_or(1.0));
         self.step += 1;
         if let Some((settings, every)) = &self.mirror
             && self.step % every == 0
@@ -122,7 +148,18 @@ pub struct BenchPlan {
 
 /// Benchmarks `config`'s model under each of `rules` (backprop is always measured first, as
 /// the reference), calling `report` with each result as soon as it is known.
-pub fn bench_rules(config: &RunConfig, rules: &[RuleKind], plan: &BenchPlan, device: &Device, device_name: &str, report: &mut dyn FnMut(&BenchResult)) -> Result<Vec<BenchResult>> {
+/// With `splits`, every step takes its batch from their training loader (`plan.input` and
+/// `plan.classes` must be theirs) instead of reusing one batch held in memory.
+pub fn bench_rules(
+    config: &RunConfig,
+    rules: &[RuleKind],
+    plan: &BenchPlan,
+    splits: Option<&Splits>,
+    device: &Device,
+    device_name: &str,
+    report: &mut dyn FnMut(&BenchResult),
+) -> Result<Vec<BenchResult>> {
+    crate::device::check_precision(config.train.precision, device, device_name)?;
     let device = device.clone().autodiff();
     let mut kinds = vec![RuleKind::Backprop];
     // Direct feedback alignment has no ConvRNN form (`Network::build` refuses it there).
@@ -132,7 +169,7 @@ pub fn bench_rules(config: &RunConfig, rules: &[RuleKind], plan: &BenchPlan, dev
     for kind in &kinds {
         let mut c = config.clone();
         c.rule.kind = *kind;
-        cases.push(Case::new(&c, plan.input, plan.classes, plan.batch, &device)?);
+        cases.push(Case::new(&c, plan.input, plan.classes, plan.batch, splits, &device)?);
     }
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
     let mut memory: Vec<Option<f64>> = vec![None; kinds.len()];
@@ -166,6 +203,8 @@ pub fn bench_rules(config: &RunConfig, rules: &[RuleKind], plan: &BenchPlan, dev
             model: format!("{:?}", config.model.kind).to_lowercase(),
             rule: kind.name().into(),
             device: device_name.into(),
+            precision: config.train.precision.name().into(),
+            batches: if splits.is_some() { "loader" } else { "memory" }.into(),
             batch: plan.batch,
             input: plan.input,
             times: config.model.convrnn.as_ref().map(|c| c.times),

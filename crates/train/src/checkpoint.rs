@@ -10,7 +10,7 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
-use crate::optim::{Optimizer, ParamState};
+use crate::optim::{LossScale, Optimizer, ParamState};
 use crate::store::{HostTensor, from_safetensors, load_module_tensors, module_tensors, to_safetensors, write_atomic};
 
 const MODEL: &str = "model.";
@@ -55,6 +55,8 @@ pub struct LoopState {
     /// above 10× it (the divergence watch).
     pub first_loss: Option<ExactF64>,
     pub lines_above: usize,
+    /// f16 runs: the dynamic loss scale and its count of clean steps.
+    pub loss_scale: Option<LossScale>,
 }
 
 /// An `f64` stored as its bits: JSON parsing may round a printed float's last digit, and a

@@ -9,7 +9,7 @@ use plastic_convrnn::ConvRnnConfig;
 use plastic_data::DataConfig;
 use plastic_observe::ObserveConfig;
 use plastic_rules::ops::FeedbackGrad;
-use plastic_rules::{FeedbackOptimizer, RuleConfig, RuleKind};
+use plastic_rules::{FeedbackOptimizer, Precision, RuleConfig, RuleKind};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -202,6 +202,12 @@ pub struct TrainConfig {
     pub eval_batch_size: usize,
     /// CPU threads for the flex backend (0: all cores).
     pub threads: usize,
+    /// Arithmetic of the forward and backward passes: "f32", or mixed precision "bf16" /
+    /// "f16" (activations and products in half precision, parameters, optimiser and loss in
+    /// f32; f16 with a dynamic loss scale). See `plastic_rules::precision`.
+    pub precision: Precision,
+    /// f16: the dynamic loss scale's starting value (a power of two, 1 to 2²⁴).
+    pub loss_scale: f64,
 }
 
 impl Default for TrainConfig {
@@ -232,6 +238,8 @@ impl Default for TrainConfig {
             true_grad_every: 100,
             eval_batch_size: 256,
             threads: 0,
+            precision: Precision::F32,
+            loss_scale: 65536.0,
         }
     }
 }
@@ -250,6 +258,9 @@ impl TrainConfig {
         non_negative("weight_decay", self.weight_decay)?;
         non_negative("min_lr", self.min_lr)?;
         non_negative("grad_clip", self.grad_clip)?;
+        if !(1.0..=16_777_216.0).contains(&self.loss_scale) || self.loss_scale.log2().fract() != 0.0 {
+            return Err(format!("train.loss_scale = {} must be a power of two from 1 to 16777216 (2^24)", self.loss_scale));
+        }
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(format!("train.momentum = {} must be in [0, 1)", self.momentum));
         }

@@ -6,6 +6,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use burn::backend::{CubeDevice, DispatchDevice};
 use burn::tensor::{Device, DeviceKind, Tensor};
+use plastic_rules::Precision;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -56,6 +57,22 @@ pub struct SelectedDevice {
     pub name: String,
     /// One line for the user: what was taken, and what was tried and failed.
     pub description: String,
+}
+
+/// Refuses a `train.precision` the device cannot compute in (wgpu adapters without shader
+/// f16, say) with a one-line error naming what it can, instead of failing in a kernel.
+pub fn check_precision(precision: Precision, device: &Device, description: &str) -> Result<()> {
+    let device = device.clone().without_autodiff();
+    if device.supports_dtype(precision.dtype()) {
+        return Ok(());
+    }
+    let alternatives: Vec<String> = [Precision::Bf16, Precision::F16]
+        .into_iter()
+        .filter(|p| *p != precision && device.supports_dtype(p.dtype()))
+        .map(|p| format!("\"{}\"", p.name()))
+        .chain(["\"f32\"".to_string()])
+        .collect();
+    Err(TrainError::Config(format!("train.precision = \"{}\": {description} has no {} arithmetic; use {}", precision.name(), precision.name(), alternatives.join(" or "))))
 }
 
 /// Short name of a device's backend.

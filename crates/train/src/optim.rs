@@ -119,18 +119,87 @@ impl Optimizer {
     /// One update of every parameter that has a gradient; `multiplier` scales every group's
     /// learning rate (the schedule). Returns the model and the task gradients' norm before
     /// clipping (computed only when clipping is on; NaN otherwise).
-    pub fn step<M: Module>(&mut self, model: M, mut grads: GradientsParams, multiplier: f64) -> (M, f64) {
-        let (scales, norm) = if self.grad_clip > 0.0 {
+    pub fn step<M: Module>(&mut self, model: M, grads: GradientsParams, multiplier: f64) -> (M, f64) {
+        let (model, report) = self.step_scaled(model, grads, multiplier, 1.0);
+        (model, report.norm)
+    }
+
+    /// [`Optimizer::step`] for gradients of a loss multiplied by `loss_scale` (f16's dynamic
+    /// loss scale; 1 otherwise): they are divided back before clipping and the update. With a
+    /// scale other than 1 the gradients are checked first, and if any is infinite or NaN
+    /// nothing is updated (`applied: false`, the optimiser's state untouched).
+    pub fn step_scaled<M: Module>(&mut self, model: M, mut grads: GradientsParams, multiplier: f64, loss_scale: f64) -> (M, StepReport) {
+        let check = loss_scale != 1.0;
+        let squares = (self.grad_clip > 0.0 || check).then(|| {
             let mut v = NormVisitor { opt: self, grads: &grads, path: Vec::new(), task: 0.0, feedback: 0.0 };
             model.visit(&mut v);
-            let (task, feedback) = (v.task.sqrt(), v.feedback.sqrt());
-            let clip = |norm: f64| if norm > self.grad_clip { (self.grad_clip / norm) as f32 } else { 1.0 };
-            ((clip(task), clip(feedback)), task)
-        } else {
-            ((1.0, 1.0), f64::NAN)
+            (v.task, v.feedback)
+        });
+        if check && squares.is_some_and(|(task, feedback)| !(task + feedback).is_finite()) {
+            return (model, StepReport { applied: false, norm: f64::NAN });
+        }
+        let unscale = 1.0 / loss_scale;
+        let (scales, norm) = match squares.filter(|_| self.grad_clip > 0.0) {
+            Some((task, feedback)) => {
+                let (task, feedback) = (task.sqrt() * unscale, feedback.sqrt() * unscale);
+                let clip = |norm: f64| if norm > self.grad_clip { self.grad_clip / norm } else { 1.0 };
+                (((clip(task) * unscale) as f32, (clip(feedback) * unscale) as f32), task)
+            }
+            None => ((unscale as f32, unscale as f32), f64::NAN),
         };
         let mut mapper = StepMapper { opt: self, grads: &mut grads, path: Vec::new(), multiplier, scales };
-        (model.map(&mut mapper), norm)
+        (model.map(&mut mapper), StepReport { applied: true, norm })
+    }
+}
+
+/// What [`Optimizer::step_scaled`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct StepReport {
+    /// False when the step was skipped for non-finite (overflowed) gradients.
+    pub applied: bool,
+    /// The task gradients' norm before clipping (NaN when clipping is off).
+    pub norm: f64,
+}
+
+/// Dynamic loss scaling for f16 training (Micikevicius et al. 2018; PyTorch's `GradScaler`
+/// with its defaults): the loss is multiplied by `scale` before the backward pass so that
+/// gradients too small for f16 (below 6·10⁻⁸) are not flushed to zero, and the optimiser
+/// divides them back. A step whose gradients overflow is skipped and the scale halved; after
+/// [`LossScale::GROWTH_INTERVAL`] clean steps in a row it doubles. The scale is always a power
+/// of two, so scaling and unscaling are exact.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LossScale {
+    pub scale: f64,
+    /// Clean steps since the last change of the scale.
+    pub clean_steps: usize,
+}
+
+impl Default for LossScale {
+    fn default() -> Self {
+        Self::starting_at(65536.0)
+    }
+}
+
+impl LossScale {
+    pub const GROWTH_INTERVAL: usize = 2000;
+
+    /// A scale starting at `scale` (`train.loss_scale`, a power of two).
+    pub fn starting_at(scale: f64) -> Self {
+        Self { scale, clean_steps: 0 }
+    }
+
+    /// After a step: `applied` false when its gradients overflowed.
+    pub fn update(&mut self, applied: bool) {
+        if !applied {
+            self.scale = (self.scale * 0.5).max(1.0);
+            self.clean_steps = 0;
+        } else {
+            self.clean_steps += 1;
+            if self.clean_steps == Self::GROWTH_INTERVAL {
+                self.scale = (self.scale * 2.0).min(2f64.powi(24));
+                self.clean_steps = 0;
+            }
+        }
     }
 }
 
@@ -314,5 +383,57 @@ mod tests {
         for (a, b) in after.iter().zip(&before) {
             assert!((a - b * (1.0 - 0.1 * 0.2)).abs() < 1e-6, "B − W: {a} vs {}", b * 0.98);
         }
+    }
+
+    /// f16's loss scale: a step on the gradients of 2¹⁶·L is bit for bit the step on L's (the
+    /// scale is a power of two; clipping sees the unscaled norm), and a step whose gradients
+    /// overflowed changes neither the model nor the optimiser's state.
+    #[test]
+    fn a_loss_scaled_step_is_the_unscaled_step_and_an_overflowed_one_is_skipped() {
+        use super::LossScale;
+        let text = "[model]\nkind = \"mlp\"\nhidden = [16]\n[train]\noptimizer = \"adam\"\nlr = 0.01\ngrad_clip = 0.05";
+        let config = RunConfig::parse(text, &[]).unwrap();
+        let device = Device::flex().autodiff();
+        let x = Tensor::<4>::from_data(TensorData::new(plastic_rules::init::normal_stream(80, 5, 0), [5, 1, 4, 4]), &device);
+        let t = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 0, 1], [5]), &device);
+        let weights = |model: &Network| -> Vec<f32> {
+            let layers = model.feedback_layers();
+            layers.iter().flat_map(|(_, l)| flat(l.weight_flat())).collect()
+        };
+        let mut results = Vec::new();
+        for scale in [1.0, 65536.0] {
+            let model = Network::build(&config, [1, 4, 4], 3, &device).unwrap();
+            let mut optimizer = build_optimizer(&config, &model, 10);
+            let loss = Network::loss(&model.forward(x.clone()), t.clone());
+            let grads = burn::optim::GradientsParams::from_grads((loss * scale).backward(), &model);
+            let (model, report) = optimizer.step_scaled(model, grads, 1.0, scale);
+            assert!(report.applied && report.norm > 0.05, "the clip binds: {}", report.norm);
+            results.push((weights(&model), report.norm));
+
+            // Overflowed gradients: nothing moves, no optimiser state is created.
+            let before = weights(&model);
+            let state = optimizer.state.clone();
+            let loss = Network::loss(&model.forward(x.clone()), t.clone());
+            let grads = burn::optim::GradientsParams::from_grads((loss * f64::INFINITY).backward(), &model);
+            if scale != 1.0 {
+                let (model, report) = optimizer.step_scaled(model, grads, 1.0, scale);
+                assert!(!report.applied);
+                assert_eq!(weights(&model), before);
+                assert_eq!(optimizer.state.keys().collect::<Vec<_>>(), state.keys().collect::<Vec<_>>());
+                assert!(optimizer.state.values().zip(state.values()).all(|(a, b)| a.steps == b.steps));
+            }
+        }
+        assert_eq!(results[0].0, results[1].0, "the scaled step is the unscaled one");
+        assert_eq!(results[0].1.to_bits(), results[1].1.to_bits());
+
+        let mut s = LossScale::default();
+        s.update(false);
+        assert_eq!((s.scale, s.clean_steps), (32768.0, 0));
+        for _ in 0..LossScale::GROWTH_INTERVAL - 1 {
+            s.update(true);
+        }
+        assert_eq!(s.scale, 32768.0);
+        s.update(true);
+        assert_eq!((s.scale, s.clean_steps), (65536.0, 0));
     }
 }

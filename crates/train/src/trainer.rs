@@ -25,7 +25,7 @@ use crate::eval::{EvalResult, batch_tensors, evaluate, top1_hits};
 use crate::metrics::{MetricsLog, number};
 use crate::network::{Network, parameter_counts};
 use plastic_cnn::DirectMode;
-use crate::optim::{GroupSettings, Optimizer};
+use crate::optim::{GroupSettings, LossScale, Optimizer};
 use crate::run_dir::RunDir;
 use crate::schedule::lr_multiplier;
 use crate::store::{load_module_tensors_where, module_tensors_where, write_atomic};
@@ -397,6 +397,8 @@ pub fn train(config: &RunConfig, splits: &Splits, options: &TrainOptions, observ
     write_atomic(&dir.preprocessing(), preprocessing.to_json().as_bytes())?;
     let device = options.device.device.clone().autodiff();
     let inner = device.clone().without_autodiff();
+    let precision = config.train.precision;
+    crate::device::check_precision(precision, &inner, &options.device.description)?;
     let mut model = Network::build(config, splits.shape(), splits.num_classes(), &device)?;
     let loader = train_loader(config, splits);
     let total = total_steps(&config.train, loader.steps_per_epoch());
@@ -463,6 +465,8 @@ pub fn train(config: &RunConfig, splits: &Splits, options: &TrainOptions, observ
     let mut diverged: Option<String> = None;
     let mut stream = loader.stream(step);
     let batch_size = loader.batch_size();
+    // f16's dynamic loss scale, carried across checkpoints like the rest of the loop's state.
+    let mut loss_scale = precision.needs_loss_scale().then(|| state.loss_scale.unwrap_or(LossScale::starting_at(config.train.loss_scale)));
     while step < total {
         // The observables of the model after `step` updates, where the schedule has a point.
         if let Some(r) = &mut recorder {
@@ -473,6 +477,8 @@ pub fn train(config: &RunConfig, splits: &Splits, options: &TrainOptions, observ
         let is_true_grad = any_feedback && config.train.true_grad_every > 0 && (step + 1) % config.train.true_grad_every == 0;
         let (images, targets) = batch_tensors(&batch, &inner);
         let (images, targets) = (Tensor::from_inner(images), Tensor::from_inner(targets));
+        // Mixed precision: the network follows its input's dtype (parameters stay f32).
+        let compute_images = images.clone().cast(precision.dtype());
         let request = TapRequest { grad_angle: is_log, capture_input_grad: is_true_grad, ..Default::default() };
         for (_, layer) in model.feedback_layers() {
             layer.tap().reset();
@@ -480,7 +486,7 @@ pub fn train(config: &RunConfig, splits: &Splits, options: &TrainOptions, observ
             layer.tap().set_request(request);
         }
         device.seed(step_seed(config.seed, step));
-        let output = model.forward_direct(images.clone(), Some(DirectMode::Train));
+        let output = model.forward_direct(compute_images, Some(DirectMode::Train));
         let loss = Network::loss(&output, targets.clone());
         // The loss is read back only where something is written (a log line or a checkpoint),
         // so a GPU is not synchronised every step; a diverged run never reaches a checkpoint.
@@ -489,16 +495,24 @@ pub fn train(config: &RunConfig, splits: &Splits, options: &TrainOptions, observ
         window.add(loss.clone().inner(), correct, batch_size);
         // Direct feedback alignment sends e·B_lᵀ into each of its stages' inputs.
         let direct_errors = Network::direct_errors(&output, &targets);
-        let grads = match Network::direct_feedback_term(&output, &direct_errors) {
-            Some(term) => (loss.clone() + term).backward(),
-            None => loss.backward(),
+        let objective = match Network::direct_feedback_term(&output, &direct_errors) {
+            Some(term) => loss.clone() + term,
+            None => loss,
+        };
+        let grads = match &loss_scale {
+            Some(s) => (objective * s.scale).backward(),
+            None => objective.backward(),
         };
         if is_true_grad {
+            // Measured in f32: the angle between the rule's and backprop's δ of these weights.
             measure_true_grad(&model, images, targets, &device, step_seed(config.seed, step), &direct_errors);
         }
         let grads = GradientsParams::from_grads(grads, &model);
         let multiplier = lr_multiplier(&config.train, step, total);
-        let (updated, _) = optimizer.step(model, grads, multiplier);
+        let (updated, report) = optimizer.step_scaled(model, grads, multiplier, loss_scale.map_or(1.0, |s| s.scale));
+        if let Some(s) = &mut loss_scale {
+            s.update(report.applied);
+        }
         model = updated;
         step += 1;
         if let Some(settings) = &mirror
@@ -528,6 +542,9 @@ pub fn train(config: &RunConfig, splits: &Splits, options: &TrainOptions, observ
                 record.insert("loss".into(), number(loss));
                 record.insert("accuracy".into(), number(accuracy));
                 record.insert("lr".into(), number(config.train.lr * multiplier));
+                if let Some(s) = &loss_scale {
+                    record.insert("loss_scale".into(), number(s.scale));
+                }
                 record.insert("images_per_second".into(), number(ips));
                 if any_feedback {
                     alignment_record(&model, &mut record, &mut true_grad);
@@ -557,6 +574,7 @@ pub fn train(config: &RunConfig, splits: &Splits, options: &TrainOptions, observ
                 last_alignment: last_alignment.iter().map(|(k, v)| (k.clone(), v.as_f64().map(ExactF64::from))).collect(),
                 first_loss: watch.first.map(ExactF64::from),
                 lines_above: watch.above,
+                loss_scale,
                 ..LoopState::default()
             };
             window.save(&mut state);
