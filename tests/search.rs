@@ -108,9 +108,11 @@ fn a_bad_space_is_one_clear_error_before_any_trial_runs() {
 #[test]
 fn failing_and_timed_out_trials_are_recorded_and_the_search_goes_on() {
     let out = temp_dir("fail");
-    // A time limit no trial meets, and data no trial can read: each trial fails its own way.
+    // A time limit no trial meets (100,000 steps in half a second: the tiny search's own 12
+    // steps of a time-decay ConvRNN now finish inside it), and data no trial can read: each
+    // trial fails its own way.
     let o = plastic()
-        .args(["search", "--config", "configs/searches/tiny.toml", "--set", "trials=2", "--set", "trial_timeout_s=0.5", "--out"])
+        .args(["search", "--config", "configs/searches/tiny.toml", "--set", "trials=2", "--set", "trial_timeout_s=0.5", "--set", "base.train.steps=100000", "--out"])
         .arg(&out)
         .output()
         .unwrap();
