@@ -100,7 +100,7 @@ impl Case {
             None => loss.backward(),
         };
         let grads = GradientsParams::from_grads(grads, &model);
-        let (mut model, _) = self.optimizer.step_scaled(model, grads, 1.0, self.loss_scale.unwrap_or(1.0));
+        let (mut model, _) = self.optimizer.step_scaled(model, grads, 1.0, self.loss_scale);
         self.step += 1;
         if let Some((settings, every)) = &self.mirror
             && self.step % every == 0

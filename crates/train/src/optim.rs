@@ -120,16 +120,17 @@ impl Optimizer {
     /// learning rate (the schedule). Returns the model and the task gradients' norm before
     /// clipping (computed only when clipping is on; NaN otherwise).
     pub fn step<M: Module>(&mut self, model: M, grads: GradientsParams, multiplier: f64) -> (M, f64) {
-        let (model, report) = self.step_scaled(model, grads, multiplier, 1.0);
+        let (model, report) = self.step_scaled(model, grads, multiplier, None);
         (model, report.norm)
     }
 
     /// [`Optimizer::step`] for gradients of a loss multiplied by `loss_scale` (f16's dynamic
-    /// loss scale; 1 otherwise): they are divided back before clipping and the update. With a
-    /// scale other than 1 the gradients are checked first, and if any is infinite or NaN
-    /// nothing is updated (`applied: false`, the optimiser's state untouched).
-    pub fn step_scaled<M: Module>(&mut self, model: M, mut grads: GradientsParams, multiplier: f64, loss_scale: f64) -> (M, StepReport) {
-        let check = loss_scale != 1.0;
+    /// loss scale; `None` for an unscaled loss): they are divided back before clipping and the
+    /// update. A scaled step's gradients are checked first — at every scale, 1 included — and
+    /// if any is infinite or NaN nothing is updated (`applied: false`, the optimiser's state
+    /// untouched).
+    pub fn step_scaled<M: Module>(&mut self, model: M, mut grads: GradientsParams, multiplier: f64, loss_scale: Option<f64>) -> (M, StepReport) {
+        let check = loss_scale.is_some();
         let squares = (self.grad_clip > 0.0 || check).then(|| {
             let mut v = NormVisitor { opt: self, grads: &grads, path: Vec::new(), task: 0.0, feedback: 0.0 };
             model.visit(&mut v);
@@ -138,7 +139,7 @@ impl Optimizer {
         if check && squares.is_some_and(|(task, feedback)| !(task + feedback).is_finite()) {
             return (model, StepReport { applied: false, norm: f64::NAN });
         }
-        let unscale = 1.0 / loss_scale;
+        let unscale = 1.0 / loss_scale.unwrap_or(1.0);
         let (scales, norm) = match squares.filter(|_| self.grad_clip > 0.0) {
             Some((task, feedback)) => {
                 let (task, feedback) = (task.sqrt() * unscale, feedback.sqrt() * unscale);
@@ -401,11 +402,12 @@ mod tests {
             layers.iter().flat_map(|(_, l)| flat(l.weight_flat())).collect()
         };
         let mut results = Vec::new();
-        for scale in [1.0, 65536.0] {
+        // Unscaled, scaled by 2¹⁶, and scaled by 1 (where the dynamic scale bottoms out).
+        for scale in [None, Some(65536.0), Some(1.0)] {
             let model = Network::build(&config, [1, 4, 4], 3, &device).unwrap();
             let mut optimizer = build_optimizer(&config, &model, 10);
             let loss = Network::loss(&model.forward(x.clone()), t.clone());
-            let grads = burn::optim::GradientsParams::from_grads((loss * scale).backward(), &model);
+            let grads = burn::optim::GradientsParams::from_grads((loss * scale.unwrap_or(1.0)).backward(), &model);
             let (model, report) = optimizer.step_scaled(model, grads, 1.0, scale);
             assert!(report.applied && report.norm > 0.05, "the clip binds: {}", report.norm);
             results.push((weights(&model), report.norm));
@@ -415,7 +417,7 @@ mod tests {
             let state = optimizer.state.clone();
             let loss = Network::loss(&model.forward(x.clone()), t.clone());
             let grads = burn::optim::GradientsParams::from_grads((loss * f64::INFINITY).backward(), &model);
-            if scale != 1.0 {
+            if scale.is_some() {
                 let (model, report) = optimizer.step_scaled(model, grads, 1.0, scale);
                 assert!(!report.applied);
                 assert_eq!(weights(&model), before);
@@ -423,8 +425,10 @@ mod tests {
                 assert!(optimizer.state.values().zip(state.values()).all(|(a, b)| a.steps == b.steps));
             }
         }
-        assert_eq!(results[0].0, results[1].0, "the scaled step is the unscaled one");
-        assert_eq!(results[0].1.to_bits(), results[1].1.to_bits());
+        for r in &results[1..] {
+            assert_eq!(results[0].0, r.0, "the scaled step is the unscaled one");
+            assert_eq!(results[0].1.to_bits(), r.1.to_bits());
+        }
 
         let mut s = LossScale::default();
         s.update(false);

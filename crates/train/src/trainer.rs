@@ -509,7 +509,7 @@ pub fn train(config: &RunConfig, splits: &Splits, options: &TrainOptions, observ
         }
         let grads = GradientsParams::from_grads(grads, &model);
         let multiplier = lr_multiplier(&config.train, step, total);
-        let (updated, report) = optimizer.step_scaled(model, grads, multiplier, loss_scale.map_or(1.0, |s| s.scale));
+        let (updated, report) = optimizer.step_scaled(model, grads, multiplier, loss_scale.map(|s| s.scale));
         if let Some(s) = &mut loss_scale {
             s.update(report.applied);
         }
