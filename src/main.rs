@@ -432,6 +432,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
+    plastic_train::memory::keep_freed_memory();
     // Mesa's software Vulkan prints "XDG_RUNTIME_DIR is invalid" on every probe when the
     // variable is unset (containers, CI); give it a directory before any thread starts.
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {

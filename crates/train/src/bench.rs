@@ -174,6 +174,9 @@ pub fn bench_rules(
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
     let mut memory: Vec<Option<f64>> = vec![None; kinds.len()];
     for (i, case) in cases.iter_mut().enumerate() {
+        // Blocks the allocator kept from earlier cases would count as resident before the
+        // step and hide its growth.
+        crate::memory::release_freed_memory();
         let before = status_mib("VmRSS");
         reset_peak_rss();
         let mut in_use = 0u64;

@@ -17,6 +17,7 @@ pub mod config;
 pub mod device;
 mod error;
 pub mod eval;
+pub mod memory;
 pub mod export;
 pub mod metrics;
 pub mod network;
