@@ -42,9 +42,8 @@ pub mod resize;
 
 use burn::module::Module;
 use burn::tensor::activation::softmax;
-use burn::tensor::module::max_pool2d;
-use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Int, Tensor};
+use plastic_rules::pool::max_pool2d;
 use plastic_rules::{Activation, FeedbackConv2d, FeedbackLayer, FeedbackLinear, FeedbackNetwork, LayerSeeder, LayerSummary, RuleConfig, WeightInit};
 use serde::{Deserialize, Serialize};
 
@@ -416,7 +415,7 @@ impl ConvRnnLayer {
         });
         let residual = self.residual.as_ref().map(|r| r.forward(x_in));
         let (h, state) = self.cell.step(drive, state, feedback, residual);
-        let out = if self.wiring.pool > 1 { max_pool2d(h, MaxPoolOptions::new([self.wiring.pool, self.wiring.pool])) } else { h };
+        let out = if self.wiring.pool > 1 { max_pool2d(h, self.wiring.pool, self.wiring.pool, 0) } else { h };
         (out, state)
     }
 }

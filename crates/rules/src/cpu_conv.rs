@@ -454,7 +454,7 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
 }
 
 /// The flex tensor behind a backend primitive, when the backend is flex and the tensor f32.
-fn as_flex<B: Backend>(t: &FloatTensor<B>) -> Option<&FlexTensor> {
+pub(crate) fn as_flex<B: Backend>(t: &FloatTensor<B>) -> Option<&FlexTensor> {
     (t as &dyn std::any::Any).downcast_ref::<FlexTensor>().filter(|t| t.dtype() == DType::F32)
 }
 
@@ -464,14 +464,14 @@ pub fn is_flex<B: Backend>(t: &FloatTensor<B>) -> bool {
 }
 
 /// A contiguous f32 copy-free view, or a contiguous copy.
-fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+pub(crate) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match t.layout().contiguous_offsets() {
         Some((start, end)) => std::borrow::Cow::Borrowed(&t.storage::<f32>()[start..end]),
         None => std::borrow::Cow::Owned(t.to_contiguous().storage::<f32>().to_vec()),
     }
 }
 
-fn to_primitive<B: Backend>(values: Vec<f32>, shape: [usize; 4]) -> FloatTensor<B> {
+pub(crate) fn to_primitive<B: Backend>(values: Vec<f32>, shape: [usize; 4]) -> FloatTensor<B> {
     let t = FlexTensor::from_data(TensorData::new(values, Shape::new(shape)));
     *(Box::new(t) as Box<dyn std::any::Any>).downcast::<FloatTensor<B>>().expect("called only when B is flex")
 }

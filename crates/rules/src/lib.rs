@@ -30,6 +30,7 @@ pub mod linear;
 pub mod nonlinearity;
 pub mod ops;
 pub mod pointwise;
+pub mod pool;
 pub mod precision;
 pub mod probe;
 pub mod rule;
