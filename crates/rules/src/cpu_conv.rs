@@ -476,6 +476,32 @@ pub(crate) fn to_primitive<B: Backend>(values: Vec<f32>, shape: [usize; 4]) -> F
     *(Box::new(t) as Box<dyn std::any::Any>).downcast::<FloatTensor<B>>().expect("called only when B is flex")
 }
 
+/// `op(lhs) · op(rhs)` for two f32 flex matrices, op being the transpose where asked, or
+/// `None` for another backend or dtype. The transposes are read in place (gemm takes any
+/// strides): burn-flex's matmul first copies a transposed operand into a contiguous one, which
+/// for a dense layer's backward (δy·Bᵀ, xᵀ·δy) cost as much as the products.
+pub fn try_dense_product<B: Backend>(lhs: &FloatTensor<B>, lhs_transposed: bool, rhs: &FloatTensor<B>, rhs_transposed: bool) -> Option<FloatTensor<B>> {
+    let (lf, rf) = (as_flex::<B>(lhs)?, as_flex::<B>(rhs)?);
+    let (ls, rs) = (lf.layout().shape(), rf.layout().shape());
+    if ls.num_dims() != 2 || rs.num_dims() != 2 {
+        return None;
+    }
+    let (lhs_values, rhs_values) = (values(lf), values(rf));
+    let view = |v: &[f32], cols: usize, transposed: bool| if transposed { Mat::rows(v, cols).t() } else { Mat::rows(v, cols) };
+    let (m, k) = if lhs_transposed { (ls[1], ls[0]) } else { (ls[0], ls[1]) };
+    let (k_rhs, n) = if rhs_transposed { (rs[1], rs[0]) } else { (rs[0], rs[1]) };
+    if k != k_rhs {
+        return None;
+    }
+    let mut out = vec![0.0f32; m * n];
+    if m * n > 0 && k > 0 {
+        let parallelism = if rayon::current_num_threads() > 1 { Parallelism::Rayon(0) } else { Parallelism::None };
+        matmul(&mut out, m, n, k, view(&lhs_values, ls[1], lhs_transposed), view(&rhs_values, rs[1], rhs_transposed), false, parallelism);
+    }
+    let t = FlexTensor::from_data(TensorData::new(out, Shape::new([m, n])));
+    Some(*(Box::new(t) as Box<dyn std::any::Any>).downcast::<FloatTensor<B>>().expect("B is flex"))
+}
+
 /// `conv2d(x, weight, bias)` on flex, or `None` for another backend or dtype.
 pub fn try_forward<B: Backend>(x: &FloatTensor<B>, weight: &FloatTensor<B>, bias: Option<&FloatTensor<B>>, options: &ConvOptions<2>) -> Option<FloatTensor<B>> {
     let (xf, wf) = (as_flex::<B>(x)?, as_flex::<B>(weight)?);

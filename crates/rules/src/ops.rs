@@ -233,12 +233,16 @@ impl LayerKind for DenseKind {
         B::float_matmul(x, kernel)
     }
     fn apply_transpose<B: Backend>(&self, _x: &FloatTensor<B>, kernel: FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B> {
-        B::float_matmul(g, B::float_transpose(kernel))
+        cpu_conv::try_dense_product::<B>(&g, false, &kernel, true).unwrap_or_else(|| B::float_matmul(g, B::float_transpose(kernel)))
     }
     fn correlate<B: Backend>(&self, x: FloatTensor<B>, _kernel: &FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B> {
-        B::float_matmul(B::float_transpose(x), g)
+        cpu_conv::try_dense_product::<B>(&x, true, &g, false).unwrap_or_else(|| B::float_matmul(B::float_transpose(x), g))
     }
-    fn correlate_pair<B: Backend>(&self, x: FloatTensor<B>, _kernel: &FloatTensor<B>, g_a: FloatTensor<B>, g_b: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+    fn correlate_pair<B: Backend>(&self, x: FloatTensor<B>, kernel: &FloatTensor<B>, g_a: FloatTensor<B>, g_b: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+        if cpu_conv::is_flex::<B>(&x) {
+            // Two products reading xᵀ in place beat a concatenation and a copied transpose.
+            return (self.correlate::<B>(x.clone(), kernel, g_a), self.correlate::<B>(x, kernel, g_b));
+        }
         let d = g_a.shape()[1] as isize;
         let both = B::float_matmul(B::float_transpose(x), B::float_cat(vec![g_a, g_b], 1));
         let all = Slice::new(0, None, 1);
