@@ -471,8 +471,8 @@ pub(crate) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     }
 }
 
-pub(crate) fn to_primitive<B: Backend>(values: Vec<f32>, shape: [usize; 4]) -> FloatTensor<B> {
-    let t = FlexTensor::from_data(TensorData::new(values, Shape::new(shape)));
+pub(crate) fn to_primitive<B: Backend>(values: Vec<f32>, shape: impl Into<Shape>) -> FloatTensor<B> {
+    let t = FlexTensor::from_data(TensorData::new(values, shape.into()));
     *(Box::new(t) as Box<dyn std::any::Any>).downcast::<FloatTensor<B>>().expect("called only when B is flex")
 }
 
@@ -498,8 +498,7 @@ pub fn try_dense_product<B: Backend>(lhs: &FloatTensor<B>, lhs_transposed: bool,
         let parallelism = if rayon::current_num_threads() > 1 { Parallelism::Rayon(0) } else { Parallelism::None };
         matmul(&mut out, m, n, k, view(&lhs_values, ls[1], lhs_transposed), view(&rhs_values, rs[1], rhs_transposed), false, parallelism);
     }
-    let t = FlexTensor::from_data(TensorData::new(out, Shape::new([m, n])));
-    Some(*(Box::new(t) as Box<dyn std::any::Any>).downcast::<FloatTensor<B>>().expect("B is flex"))
+    Some(to_primitive::<B>(out, [m, n]))
 }
 
 /// `conv2d(x, weight, bias)` on flex, or `None` for another backend or dtype.
