@@ -15,10 +15,14 @@
 //!   backprop, B for the feedback rules);
 //! - weight gradient: δW = Σ_n δy_n · cols(x_n)ᵀ.
 //!
-//! A 1×1 kernel with stride 1 and no padding uses x_n itself as its patch matrix. Examples run
-//! in parallel on rayon's pool, each product single-threaded (a batch of one parallelises inside
-//! the product instead); the weight gradient sums the batch in [`WEIGHT_GRAD_CHUNKS`] fixed
-//! chunks in a fixed order, so every result is the same whatever the number of threads.
+//! A 1×1 kernel with stride 1 and no padding uses x_n itself as its patch matrix. Where an
+//! example has few output positions, several examples sit side by side in one product
+//! ([`PRODUCT_COLUMNS`]). Groups of examples run in parallel on rayon's pool, each product
+//! single-threaded (a single group parallelises inside its products instead); the weight
+//! gradient sums the batch in [`WEIGHT_GRAD_CHUNKS`] fixed chunks in a fixed order, or whole
+//! for a large kernel, so every result is the same whatever the number of threads. Its products
+//! are written column-major, the layout gemm handles fast when both operands run along the
+//! positions ([`matmul_col_major`]).
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::Backend;
@@ -31,6 +35,16 @@ use rayon::prelude::*;
 /// Batch chunks of the weight gradient: each sums its examples into its own buffer, then the
 /// buffers are added in order. A constant, so the sum's order never depends on the threads.
 pub const WEIGHT_GRAD_CHUNKS: usize = 8;
+
+/// Weight gradients of this many elements or more are summed over the whole batch in one buffer
+/// (see [`weight_grad`]).
+pub const WHOLE_BATCH_WEIGHT_GRAD_FROM: usize = 1 << 17;
+
+/// Products narrower than this many columns take several examples side by side (example e in
+/// columns e·positions…), so the kernel is packed once for all of them: at ResNet-18's last
+/// stage (4×4 positions at 32 px) one example's product is 512 × 16 × 4608, and packing the
+/// 9 MB kernel for it cost as much as the product.
+const PRODUCT_COLUMNS: usize = 256;
 
 /// The shape of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -95,6 +109,11 @@ impl Geometry {
     }
     fn positions(&self) -> usize {
         self.oh * self.ow
+    }
+    /// Examples side by side in one product: enough for [`PRODUCT_COLUMNS`] columns. A
+    /// function of the shape alone, so results never depend on the thread count.
+    fn examples_per_product(&self) -> usize {
+        PRODUCT_COLUMNS.div_ceil(self.positions().max(1)).clamp(1, self.batch.max(1))
     }
     fn plane(&self) -> usize {
         self.h * self.w
@@ -188,42 +207,60 @@ impl Patches {
         Patches::Gather(index)
     }
 
-    /// Fills `cols` ([patch_rows, positions]) with the patches of `x` (one example's [C, H, W],
-    /// the group's channels starting at `c0`).
-    fn im2col(&self, g: &Geometry, x: &[f32], c0: usize, cols: &mut [f32]) {
-        let (plane, positions) = (g.plane(), g.positions());
-        let taps = g.kh * g.kw * positions;
-        for c in 0..g.in_per_group() {
-            let xc = &x[(c0 + c) * plane..(c0 + c + 1) * plane];
-            let channel = &mut cols[c * taps..(c + 1) * taps];
-            match self {
-                Patches::Gather(index) => {
+    /// The patch matrix of `count` consecutive examples of `x` ([C, H, W] each; the group's
+    /// channels from `c0`) side by side: `cols` becomes [patch_rows, count·positions], example
+    /// e in columns e·positions…, so that one product serves them all. With `parallel`, one
+    /// channel's rows per task.
+    fn fill(&self, g: &Geometry, x: &[f32], count: usize, c0: usize, cols: &mut [f32], parallel: bool) {
+        let (plane, positions, taps) = (g.plane(), g.positions(), g.kh * g.kw);
+        let width = count * positions;
+        let channel = |c: usize, rows: &mut [f32]| {
+            for e in 0..count {
+                self.channel(g, &x[(e * g.c_in + c0 + c) * plane..][..plane], rows, width, e * positions);
+            }
+        };
+        let cols = &mut cols[..g.patch_rows() * width];
+        if parallel {
+            cols.par_chunks_mut(taps * width).enumerate().for_each(|(c, rows)| channel(c, rows));
+        } else {
+            cols.chunks_mut(taps * width).enumerate().for_each(|(c, rows)| channel(c, rows));
+        }
+    }
+
+    /// One channel's patch rows (kh·kw rows of `ld` in `cols`) from its plane `xc`, in columns
+    /// `col0..col0 + positions`.
+    fn channel(&self, g: &Geometry, xc: &[f32], cols: &mut [f32], ld: usize, col0: usize) {
+        let positions = g.positions();
+        let row = |t: usize| t * ld + col0;
+        match self {
+            Patches::Gather(index) => {
+                for (t, index) in index.chunks_exact(positions).enumerate() {
                     // OUTSIDE is past every plane, so `get` reads it as the padding's zero.
-                    for (v, &k) in channel.iter_mut().zip(index) {
+                    for (v, &k) in cols[row(t)..][..positions].iter_mut().zip(index) {
                         *v = xc.get(k as usize).copied().unwrap_or(0.0);
                     }
                 }
-                Patches::Rows { rows, columns } => {
-                    for (i, (oys, row_offset)) in rows.iter().enumerate() {
-                        for (j, (oxs, col_offset)) in columns.iter().enumerate() {
-                            let dst = &mut channel[(i * g.kw + j) * positions..][..positions];
-                            for oy in 0..g.oh {
-                                let out_row = &mut dst[oy * g.ow..(oy + 1) * g.ow];
-                                if !oys.contains(&oy) || oxs.is_empty() {
-                                    out_row.fill(0.0);
-                                    continue;
-                                }
-                                let iy = (oy * g.stride[0]) as isize + row_offset;
-                                let src = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
-                                out_row[..oxs.start].fill(0.0);
-                                out_row[oxs.end..].fill(0.0);
-                                let first = ((oxs.start * g.stride[1]) as isize + col_offset) as usize;
-                                if g.stride[1] == 1 {
-                                    out_row[oxs.clone()].copy_from_slice(&src[first..first + oxs.len()]);
-                                } else {
-                                    for (k, v) in out_row[oxs.clone()].iter_mut().enumerate() {
-                                        *v = src[first + k * g.stride[1]];
-                                    }
+            }
+            Patches::Rows { rows, columns } => {
+                for (i, (oys, row_offset)) in rows.iter().enumerate() {
+                    for (j, (oxs, col_offset)) in columns.iter().enumerate() {
+                        let dst = &mut cols[row(i * g.kw + j)..][..positions];
+                        for oy in 0..g.oh {
+                            let out_row = &mut dst[oy * g.ow..(oy + 1) * g.ow];
+                            if !oys.contains(&oy) || oxs.is_empty() {
+                                out_row.fill(0.0);
+                                continue;
+                            }
+                            let iy = (oy * g.stride[0]) as isize + row_offset;
+                            let src = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
+                            out_row[..oxs.start].fill(0.0);
+                            out_row[oxs.end..].fill(0.0);
+                            let first = ((oxs.start * g.stride[1]) as isize + col_offset) as usize;
+                            if g.stride[1] == 1 {
+                                out_row[oxs.clone()].copy_from_slice(&src[first..first + oxs.len()]);
+                            } else {
+                                for (k, v) in out_row[oxs.clone()].iter_mut().enumerate() {
+                                    *v = src[first + k * g.stride[1]];
                                 }
                             }
                         }
@@ -234,9 +271,10 @@ impl Patches {
     }
 }
 
-/// Adds the patches in `cols` back into `dx` (one example's [C, H, W], the group's channels
-/// starting at `c0`): the transpose of [`im2col`].
-fn col2im(g: &Geometry, cols: &[f32], c0: usize, dx: &mut [f32]) {
+/// Adds the patches in columns `col0..col0 + positions` of `cols` (a [patch_rows, ld] matrix)
+/// back into `dx` (one example's [C, H, W], the group's channels starting at `c0`): the
+/// transpose of [`Patches::fill`].
+fn col2im(g: &Geometry, cols: &[f32], ld: usize, col0: usize, c0: usize, dx: &mut [f32]) {
     let (plane, positions) = (g.plane(), g.positions());
     for c in 0..g.in_per_group() {
         let dxc = &mut dx[(c0 + c) * plane..(c0 + c + 1) * plane];
@@ -247,7 +285,7 @@ fn col2im(g: &Geometry, cols: &[f32], c0: usize, dx: &mut [f32]) {
                 if columns.is_empty() {
                     continue;
                 }
-                let src = &cols[((c * g.kh + i) * g.kw + j) * positions..][..positions];
+                let src = &cols[((c * g.kh + i) * g.kw + j) * ld + col0..][..positions];
                 for oy in rows.clone() {
                     let iy = ((oy * g.stride[0]) as isize + row_offset) as usize;
                     let dst = &mut dxc[iy * g.w..(iy + 1) * g.w];
@@ -263,6 +301,34 @@ fn col2im(g: &Geometry, cols: &[f32], c0: usize, dx: &mut [f32]) {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Channels `c0..c0 + rows` of `count` consecutive [C, positions] examples in `src`, laid side
+/// by side as a [rows, count·positions] matrix in `dst` (example e in columns e·positions…).
+fn side_by_side(src: &[f32], channels: usize, c0: usize, rows: usize, positions: usize, count: usize, dst: &mut [f32]) {
+    let width = count * positions;
+    for (r, row) in dst[..rows * width].chunks_exact_mut(width).enumerate() {
+        for (e, part) in row.chunks_exact_mut(positions).enumerate() {
+            part.copy_from_slice(&src[(e * channels + c0 + r) * positions..][..positions]);
+        }
+    }
+}
+
+/// The inverse of [`side_by_side`]: a [rows, count·positions] matrix written back into
+/// channels `c0..c0 + rows` of `count` [C, positions] examples, plus each channel's bias.
+fn apart(src: &[f32], channels: usize, c0: usize, rows: usize, positions: usize, count: usize, bias: Option<&[f32]>, dst: &mut [f32]) {
+    let width = count * positions;
+    for (r, row) in src[..rows * width].chunks_exact(width).enumerate() {
+        let b = bias.map_or(0.0, |b| b[c0 + r]);
+        for (e, part) in row.chunks_exact(positions).enumerate() {
+            let out = &mut dst[(e * channels + c0 + r) * positions..][..positions];
+            if bias.is_some() {
+                out.iter_mut().zip(part).for_each(|(o, v)| *o = v + b);
+            } else {
+                out.copy_from_slice(part);
             }
         }
     }
@@ -288,31 +354,38 @@ impl Mat {
 
 /// dst [m, n] (row-major, `accumulate`: += instead of =) = lhs [m, k] · rhs [k, n].
 fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, accumulate: bool, parallelism: Parallelism) {
+    gemm_into(dst, [n as isize, 1], m, n, k, lhs, rhs, accumulate, parallelism);
+}
+
+/// [`matmul`] with dst written column-major (element (i, j) at j·m + i): the layout to ask for
+/// when both operands run along k. gemm works on a column-major dst (it swaps the operands of
+/// a row-major one) and copies its left operand into m-contiguous panels, element by element
+/// where that operand runs along k. With a row-major dst the copied one would be rhs: for a
+/// weight gradient (δy [64, 1024] · cols [576, 1024]ᵀ) the patch matrix, nine times δy's size,
+/// at 1.63 ms a product against 0.40 ms this way (one thread).
+fn matmul_col_major(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, accumulate: bool, parallelism: Parallelism) {
+    gemm_into(dst, [1, m as isize], m, n, k, lhs, rhs, accumulate, parallelism);
+}
+
+/// dst (strides `[row, column]`) = lhs · rhs, as gemm computes it.
+fn gemm_into(dst: &mut [f32], [dst_rs, dst_cs]: [isize; 2], m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, accumulate: bool, parallelism: Parallelism) {
     assert!(dst.len() >= m * n);
     // SAFETY: every view was built from a slice holding its [rows, cols] extent (checked by the
-    // callers' slicing), and dst is an exclusive [m, n] row-major buffer.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.ptr,
-            lhs.cs,
-            lhs.rs,
-            rhs.ptr,
-            rhs.cs,
-            rhs.rs,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            parallelism,
-        )
+    // callers' slicing), and dst is an exclusive buffer of m·n elements in those strides.
+    unsafe { gemm::gemm(m, n, k, dst.as_mut_ptr(), dst_cs, dst_rs, accumulate, lhs.ptr, lhs.cs, lhs.rs, rhs.ptr, rhs.cs, rhs.rs, 1.0f32, 1.0f32, false, false, false, parallelism) }
+}
+
+/// `src` ([rows, cols], row-major) transposed into `dst` ([cols, rows]).
+fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const TILE: usize = 32;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
     }
 }
 
@@ -324,31 +397,46 @@ fn inner_parallelism(batch: usize) -> Parallelism {
 /// `conv2d(x, weight) + bias` with x [N, C_in, H, W], weight [C_out, C_in/g, kh, kw].
 pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (positions, rows, opg) = (g.positions(), g.patch_rows(), g.out_per_group());
-    let mut y = vec![0.0f32; g.batch * g.c_out * positions];
-    if positions == 0 {
+    let (x_size, y_size) = (g.c_in * g.plane(), g.c_out * positions);
+    let mut y = vec![0.0f32; g.batch * y_size];
+    if y.is_empty() {
         return y;
     }
-    let parallelism = inner_parallelism(g.batch);
+    let per = g.examples_per_product();
+    let parallelism = inner_parallelism(g.batch.div_ceil(per));
     let patches = Patches::new(g);
-    y.par_chunks_mut(g.c_out * positions).enumerate().for_each_init(
-        || vec![0.0f32; if g.is_pointwise() { 0 } else { rows * positions }],
-        |cols, (n, yn)| {
-            let xn = &x[n * g.c_in * g.plane()..(n + 1) * g.c_in * g.plane()];
-            if let Some(b) = bias {
-                for (c, out) in yn.chunks_mut(positions).enumerate() {
+    y.par_chunks_mut(per * y_size).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(cols, out), (chunk, y_chunk)| {
+            let count = y_chunk.len() / y_size;
+            let width = count * positions;
+            let x_chunk = &x[chunk * per * x_size..][..count * x_size];
+            if let (1, Some(b)) = (count, bias) {
+                for (c, out) in y_chunk.chunks_mut(positions).enumerate() {
                     out.fill(b[c]);
                 }
             }
             for group in 0..g.groups {
-                let patch_matrix = if g.is_pointwise() {
-                    &xn[group * rows * positions..(group + 1) * rows * positions]
+                let w = Mat::rows(&weight[group * opg * rows..][..opg * rows], rows);
+                if count == 1 && g.is_pointwise() {
+                    let out = &mut y_chunk[group * opg * positions..][..opg * positions];
+                    matmul(out, opg, positions, rows, w, Mat::rows(&x_chunk[group * rows * positions..][..rows * positions], positions), bias.is_some(), parallelism);
+                    continue;
+                }
+                cols.resize(rows * width, 0.0);
+                if g.is_pointwise() {
+                    side_by_side(x_chunk, g.c_in, group * rows, rows, positions, count, cols);
                 } else {
-                    patches.im2col(g, xn, group * g.in_per_group(), cols);
-                    &cols[..]
-                };
-                let w = &weight[group * opg * rows..(group + 1) * opg * rows];
-                let out = &mut yn[group * opg * positions..(group + 1) * opg * positions];
-                matmul(out, opg, positions, rows, Mat::rows(w, rows), Mat::rows(patch_matrix, positions), bias.is_some(), parallelism);
+                    patches.fill(g, x_chunk, count, group * g.in_per_group(), cols, matches!(parallelism, Parallelism::Rayon(_)));
+                }
+                if count == 1 {
+                    let out = &mut y_chunk[group * opg * positions..][..opg * positions];
+                    matmul(out, opg, positions, rows, w, Mat::rows(cols, positions), bias.is_some(), parallelism);
+                } else {
+                    out.resize(opg * width, 0.0);
+                    matmul(out, opg, width, rows, w, Mat::rows(cols, width), false, parallelism);
+                    apart(out, g.c_out, group * opg, opg, positions, count, bias, y_chunk);
+                }
             }
         },
     );
@@ -387,24 +475,41 @@ pub fn input_grad(g: &Geometry, kernel: &[f32], dy: &[f32]) -> Vec<f32> {
 /// [`input_grad`] as Kᵀ·δy_n and col2im, for every stride.
 fn input_grad_col2im(g: &Geometry, kernel: &[f32], dy: &[f32]) -> Vec<f32> {
     let (positions, rows, opg) = (g.positions(), g.patch_rows(), g.out_per_group());
-    let mut dx = vec![0.0f32; g.batch * g.c_in * g.plane()];
+    let (x_size, y_size) = (g.c_in * g.plane(), g.c_out * positions);
+    let mut dx = vec![0.0f32; g.batch * x_size];
     if positions == 0 || dx.is_empty() {
         return dx;
     }
-    let parallelism = inner_parallelism(g.batch);
-    dx.par_chunks_mut(g.c_in * g.plane()).enumerate().for_each_init(
-        || vec![0.0f32; if g.is_pointwise() { 0 } else { rows * positions }],
-        |cols, (n, dxn)| {
-            let dyn_ = &dy[n * g.c_out * positions..(n + 1) * g.c_out * positions];
+    let per = g.examples_per_product();
+    let parallelism = inner_parallelism(g.batch.div_ceil(per));
+    dx.par_chunks_mut(per * x_size).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(cols, dy_side), (chunk, dx_chunk)| {
+            let count = dx_chunk.len() / x_size;
+            let width = count * positions;
+            let dy_chunk = &dy[chunk * per * y_size..][..count * y_size];
             for group in 0..g.groups {
-                let k = Mat::rows(&kernel[group * opg * rows..(group + 1) * opg * rows], rows).t();
-                let d = Mat::rows(&dyn_[group * opg * positions..(group + 1) * opg * positions], positions);
-                if g.is_pointwise() {
-                    let out = &mut dxn[group * rows * positions..(group + 1) * rows * positions];
-                    matmul(out, rows, positions, opg, k, d, false, parallelism);
+                let k = Mat::rows(&kernel[group * opg * rows..][..opg * rows], rows).t();
+                let d = if count == 1 {
+                    Mat::rows(&dy_chunk[group * opg * positions..][..opg * positions], positions)
                 } else {
-                    matmul(cols, rows, positions, opg, k, d, false, parallelism);
-                    col2im(g, cols, group * g.in_per_group(), dxn);
+                    dy_side.resize(opg * width, 0.0);
+                    side_by_side(dy_chunk, g.c_out, group * opg, opg, positions, count, dy_side);
+                    Mat::rows(dy_side, width)
+                };
+                if g.is_pointwise() && count == 1 {
+                    let out = &mut dx_chunk[group * rows * positions..][..rows * positions];
+                    matmul(out, rows, positions, opg, k, d, false, parallelism);
+                    continue;
+                }
+                cols.resize(rows * width, 0.0);
+                matmul(cols, rows, width, opg, k, d, false, parallelism);
+                if g.is_pointwise() {
+                    apart(cols, g.c_in, group * rows, rows, positions, count, None, dx_chunk);
+                } else {
+                    for e in 0..count {
+                        col2im(g, cols, width, e * positions, group * g.in_per_group(), &mut dx_chunk[e * x_size..][..x_size]);
+                    }
                 }
             }
         },
@@ -413,33 +518,54 @@ fn input_grad_col2im(g: &Geometry, kernel: &[f32], dy: &[f32]) -> Vec<f32> {
 }
 
 /// δW of `conv2d(x, W)` for δy [N, C_out, H_out, W_out]: Σ_n δy_n · cols(x_n)ᵀ, shaped like W.
+/// A small δW sums the batch in [`WEIGHT_GRAD_CHUNKS`] chunks in parallel, each into its own
+/// buffer, added in order at the end; one of [`WHOLE_BATCH_WEIGHT_GRAD_FROM`] elements or more
+/// sums the whole batch into one buffer, the threads splitting each product's output instead
+/// (eight copies of ResNet-18's 9 MB last-stage kernel would cost more to add than to compute).
 pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (positions, rows, opg) = (g.positions(), g.patch_rows(), g.out_per_group());
+    let (x_size, y_size) = (g.c_in * g.plane(), g.c_out * positions);
     let size = g.c_out * rows;
     if positions == 0 || g.batch == 0 {
         return vec![0.0; size];
     }
-    let chunk = g.batch.div_ceil(WEIGHT_GRAD_CHUNKS.min(g.batch));
+    let chunks = if size >= WHOLE_BATCH_WEIGHT_GRAD_FROM { 1 } else { WEIGHT_GRAD_CHUNKS.min(g.batch) };
+    let chunk = g.batch.div_ceil(chunks);
+    let per = g.examples_per_product().min(chunk);
     let parallelism = inner_parallelism(g.batch.div_ceil(chunk));
     let patches = Patches::new(g);
     let partial: Vec<Vec<f32>> = (0..g.batch.div_ceil(chunk))
         .into_par_iter()
         .map(|c| {
             let mut dw = vec![0.0f32; size];
-            let mut cols = vec![0.0f32; if g.is_pointwise() { 0 } else { rows * positions }];
-            for n in c * chunk..((c + 1) * chunk).min(g.batch) {
-                let xn = &x[n * g.c_in * g.plane()..(n + 1) * g.c_in * g.plane()];
-                let dyn_ = &dy[n * g.c_out * positions..(n + 1) * g.c_out * positions];
+            let (mut cols, mut dy_side) = (Vec::new(), Vec::new());
+            let end = ((c + 1) * chunk).min(g.batch);
+            for (step, n0) in (c * chunk..end).step_by(per).enumerate() {
+                let count = per.min(end - n0);
+                let width = count * positions;
+                let (x_chunk, dy_chunk) = (&x[n0 * x_size..][..count * x_size], &dy[n0 * y_size..][..count * y_size]);
                 for group in 0..g.groups {
-                    let patch_matrix = if g.is_pointwise() {
-                        &xn[group * rows * positions..(group + 1) * rows * positions]
+                    let patch_matrix = if count == 1 && g.is_pointwise() {
+                        &x_chunk[group * rows * positions..][..rows * positions]
                     } else {
-                        patches.im2col(g, xn, group * g.in_per_group(), &mut cols);
+                        cols.resize(rows * width, 0.0);
+                        if g.is_pointwise() {
+                            side_by_side(x_chunk, g.c_in, group * rows, rows, positions, count, &mut cols);
+                        } else {
+                            patches.fill(g, x_chunk, count, group * g.in_per_group(), &mut cols, matches!(parallelism, Parallelism::Rayon(_)));
+                        }
                         &cols[..]
                     };
-                    let d = Mat::rows(&dyn_[group * opg * positions..(group + 1) * opg * positions], positions);
+                    // δy transposed ([width, C_out/g]), so that it runs along C_out, and the
+                    // product column-major: with both operands along the positions gemm would
+                    // copy one into shape element by element (see matmul_col_major).
+                    dy_side.resize(opg * width, 0.0);
+                    for e in 0..count {
+                        transpose_into(&dy_chunk[(e * g.c_out + group * opg) * positions..][..opg * positions], opg, positions, &mut dy_side[e * positions * opg..][..positions * opg]);
+                    }
+                    let d = Mat::rows(&dy_side, opg).t();
                     let out = &mut dw[group * opg * rows..(group + 1) * opg * rows];
-                    matmul(out, opg, rows, positions, d, Mat::rows(patch_matrix, positions).t(), n > c * chunk, parallelism);
+                    matmul_col_major(out, opg, rows, width, d, Mat::rows(patch_matrix, width).t(), step > 0, parallelism);
                 }
             }
             dw
@@ -450,7 +576,12 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     for part in parts {
         total.iter_mut().zip(&part).for_each(|(t, p)| *t += p);
     }
-    total
+    // Each group's block back from [rows, C_out/g] to [C_out/g, rows].
+    let mut dw = vec![0.0f32; size];
+    for (src, dst) in total.chunks_exact(opg * rows).zip(dw.chunks_exact_mut(opg * rows)) {
+        transpose_into(src, rows, opg, dst);
+    }
+    dw
 }
 
 /// The flex tensor behind a backend primitive, when the backend is flex and the tensor f32.
@@ -487,7 +618,9 @@ pub fn try_dense_product<B: Backend>(lhs: &FloatTensor<B>, lhs_transposed: bool,
         return None;
     }
     let (lhs_values, rhs_values) = (values(lf), values(rf));
-    let view = |v: &[f32], cols: usize, transposed: bool| if transposed { Mat::rows(v, cols).t() } else { Mat::rows(v, cols) };
+    let view = |v: &[f32], cols: usize, transposed: bool| {
+        if transposed { Mat::rows(v, cols).t() } else { Mat::rows(v, cols) }
+    };
     let (m, k) = if lhs_transposed { (ls[1], ls[0]) } else { (ls[0], ls[1]) };
     let (k_rhs, n) = if rhs_transposed { (rs[1], rs[0]) } else { (rs[0], rs[1]) };
     if k != k_rhs {
@@ -496,7 +629,15 @@ pub fn try_dense_product<B: Backend>(lhs: &FloatTensor<B>, lhs_transposed: bool,
     let mut out = vec![0.0f32; m * n];
     if m * n > 0 && k > 0 {
         let parallelism = if rayon::current_num_threads() > 1 { Parallelism::Rayon(0) } else { Parallelism::None };
-        matmul(&mut out, m, n, k, view(&lhs_values, ls[1], lhs_transposed), view(&rhs_values, rs[1], rhs_transposed), false, parallelism);
+        let (lhs, rhs) = (view(&lhs_values, ls[1], lhs_transposed), view(&rhs_values, rs[1], rhs_transposed));
+        if !lhs_transposed && rhs_transposed {
+            // Both run along k (δy·Bᵀ): column-major, then transposed (see matmul_col_major).
+            let mut col_major = vec![0.0f32; m * n];
+            matmul_col_major(&mut col_major, m, n, k, lhs, rhs, false, parallelism);
+            transpose_into(&col_major, n, m, &mut out);
+        } else {
+            matmul(&mut out, m, n, k, lhs, rhs, false, parallelism);
+        }
     }
     Some(to_primitive::<B>(out, [m, n]))
 }
@@ -559,6 +700,12 @@ mod tests {
             // Padding wider than the kernel's reach: no stride-1 transposed form.
             (2, 2, 5, 5, 3, 3, 3, [1, 1], [(3, 3), (3, 3)], [1, 1], 1),
             (2, 4, 9, 9, 4, 3, 3, [1, 1], [(1, 1), (1, 1)], [1, 1], 4),
+            // Several examples side by side in one product (4×4 and 2×2 positions), a batch
+            // that does not divide evenly, and a kernel large enough to be summed whole.
+            (37, 3, 4, 4, 5, 3, 3, [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
+            (19, 4, 4, 4, 6, 3, 3, [2, 2], [(1, 1), (1, 1)], [1, 1], 2),
+            (21, 4, 4, 4, 6, 1, 1, [1, 1], [(0, 0), (0, 0)], [1, 1], 2),
+            (5, 128, 4, 4, 128, 3, 3, [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
         ];
         for &(n, c_in, h, w, c_out, kh, kw, stride, padding, dilation, groups) in cases {
             let options = ConvOptions::new_with_padding(stride, padding, dilation, groups);
@@ -605,7 +752,7 @@ mod tests {
             let input: Vec<f32> = (0..x.iter().product::<usize>()).map(|i| i as f32 + 1.0).collect();
             let read = |gather: bool, c0: usize| {
                 let mut cols = vec![f32::NAN; g.patch_rows() * g.positions()];
-                Patches::build(&g, gather).im2col(&g, &input, c0, &mut cols);
+                Patches::build(&g, gather).fill(&g, &input, 1, c0, &mut cols, false);
                 cols
             };
             for c0 in (0..g.c_in).step_by(g.in_per_group()) {
@@ -627,6 +774,13 @@ mod tests {
         let g1 = Geometry { batch: 1, ..g };
         let single = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| (weight_grad(&g1, &x[..3 * 81], &dy[..4 * 81]), input_grad(&g1, &dy[..4 * 27], &dy[..4 * 81])));
         assert_eq!(single(1), single(3));
+        // A kernel summed over the whole batch at once, the threads splitting the products.
+        let big = Geometry::new(&[23, 64, 5, 5], &[256, 64, 3, 3], &ConvOptions::new([1, 1], [1, 1], [1, 1], 1)).unwrap();
+        assert!(big.c_out * big.patch_rows() >= WHOLE_BATCH_WEIGHT_GRAD_FROM);
+        let xb: Vec<f32> = (0..23 * 64 * 25).map(|i| ((i * 7919) % 1000) as f32 / 997.0 - 0.5).collect();
+        let dyb: Vec<f32> = (0..23 * 256 * 25).map(|i| ((i * 104729) % 1000) as f32 / 991.0 - 0.5).collect();
+        let whole = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| weight_grad(&big, &xb, &dyb));
+        assert_eq!(whole(1), whole(3));
     }
 
     #[test]
