@@ -12,9 +12,10 @@ use plastic_rules::{Activation, FeedbackConv2d, FeedbackConv2dConfig, FeedbackLa
 use crate::spec::{PoolOp, PostOp};
 
 /// BatchNorm in f32 whatever the activations' precision (autocast's rule): its batch
-/// statistics and running averages need f32's mantissa.
+/// statistics and running averages need f32's mantissa. Training runs
+/// [`plastic_rules::norm`]'s fused passes on flex.
 pub fn batch_norm(norm: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
-    in_f32(x, |x| norm.forward(x))
+    in_f32(x, |x| plastic_rules::norm::batch_norm(norm, x))
 }
 
 pub fn pool(x: Tensor<4>, op: PoolOp) -> Tensor<4> {

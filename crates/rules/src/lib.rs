@@ -28,6 +28,7 @@ pub mod init;
 pub mod layer;
 pub mod linear;
 pub mod nonlinearity;
+pub mod norm;
 pub mod ops;
 pub mod pointwise;
 pub mod pool;
