@@ -161,10 +161,19 @@ impl Geometry {
     }
 }
 
-/// Rows shorter than this are gathered through a [`Patches`] index table instead of copied row
-/// by row: at 8 or 4 output columns the per-row bookkeeping of the copy costs more than the data
-/// (the ConvRNN quickstart's layers are 8×8, 4×4 and 2×2).
+/// Rows shorter than this are read from a zero-padded copy of the plane (stride 1) or gathered
+/// through an index table instead of copied row by row with their edges: at 8 or 4 output
+/// columns the per-row bookkeeping of the copy costs more than the data (the ConvRNN
+/// quickstart's layers are 8×8, 4×4 and 2×2).
 const GATHER_BELOW_COLUMNS: usize = 16;
+
+/// How to read a patch matrix ([`Patches::build`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PatchMode {
+    Rows,
+    Gather,
+    Padded,
+}
 
 /// How one example's patch matrix is read from its NCHW planes; built once per convolution call
 /// and shared by every example and group.
@@ -172,26 +181,38 @@ enum Patches {
     /// Row by row: for each kernel row i and column j, the valid output range and the input
     /// offset ([`Geometry::valid`]), copied as contiguous runs.
     Rows { rows: Vec<(std::ops::Range<usize>, isize)>, columns: Vec<(std::ops::Range<usize>, isize)> },
-    /// For each tap (i, j) and output position, the input's offset within a channel plane, or
-    /// [`Patches::OUTSIDE`] where the tap reads the zero padding.
+    /// For each tap (i, j) and output position, the input's offset within a channel plane; a
+    /// tap that reads the zero padding points one past the plane, where
+    /// [`Patches::channel`] puts a zero, so the gather has no branch.
     Gather(Vec<u32>),
+    /// Stride 1: the plane copied once into a zero-padded [rows, columns] block, from which
+    /// every tap's patch row is a shifted window, copied in fixed-width rows of the output's
+    /// width (vector moves at 8, 4 and 2 columns instead of one gathered element at a time).
+    Padded { rows: usize, columns: usize },
 }
 
 impl Patches {
-    const OUTSIDE: u32 = u32::MAX;
-
     fn new(g: &Geometry) -> Self {
-        Self::build(g, g.ow < GATHER_BELOW_COLUMNS && g.plane() < Self::OUTSIDE as usize)
+        let mode = match (g.ow < GATHER_BELOW_COLUMNS, g.stride == [1, 1]) {
+            (true, true) => PatchMode::Padded,
+            (true, false) if g.plane() < u32::MAX as usize => PatchMode::Gather,
+            _ => PatchMode::Rows,
+        };
+        Self::build(g, mode)
     }
 
-    fn build(g: &Geometry, gather: bool) -> Self {
+    fn build(g: &Geometry, mode: PatchMode) -> Self {
+        if mode == PatchMode::Padded {
+            assert_eq!(g.stride, [1, 1], "a padded plane serves stride 1 only");
+            return Patches::Padded { rows: g.oh + (g.kh - 1) * g.dilation[0], columns: g.ow + (g.kw - 1) * g.dilation[1] };
+        }
         let rows: Vec<_> = (0..g.kh).map(|i| g.valid(0, i, g.h, g.oh)).collect();
         let columns: Vec<_> = (0..g.kw).map(|j| g.valid(1, j, g.w, g.ow)).collect();
-        if !gather {
+        if mode == PatchMode::Rows {
             return Patches::Rows { rows, columns };
         }
         let positions = g.positions();
-        let mut index = vec![Self::OUTSIDE; g.kh * g.kw * positions];
+        let mut index = vec![g.plane() as u32; g.kh * g.kw * positions];
         for (i, (oys, row_offset)) in rows.iter().enumerate() {
             for (j, (oxs, col_offset)) in columns.iter().enumerate() {
                 let tap = &mut index[(i * g.kw + j) * positions..][..positions];
@@ -215,8 +236,9 @@ impl Patches {
         let (plane, positions, taps) = (g.plane(), g.positions(), g.kh * g.kw);
         let width = count * positions;
         let channel = |c: usize, rows: &mut [f32]| {
+            let mut padded = Vec::new();
             for e in 0..count {
-                self.channel(g, &x[(e * g.c_in + c0 + c) * plane..][..plane], rows, width, e * positions);
+                self.channel(g, &x[(e * g.c_in + c0 + c) * plane..][..plane], rows, width, e * positions, &mut padded);
             }
         };
         let cols = &mut cols[..g.patch_rows() * width];
@@ -228,16 +250,43 @@ impl Patches {
     }
 
     /// One channel's patch rows (kh·kw rows of `ld` in `cols`) from its plane `xc`, in columns
-    /// `col0..col0 + positions`.
-    fn channel(&self, g: &Geometry, xc: &[f32], cols: &mut [f32], ld: usize, col0: usize) {
+    /// `col0..col0 + positions`; `padded` is scratch.
+    fn channel(&self, g: &Geometry, xc: &[f32], cols: &mut [f32], ld: usize, col0: usize, padded: &mut Vec<f32>) {
         let positions = g.positions();
         let row = |t: usize| t * ld + col0;
         match self {
             Patches::Gather(index) => {
+                padded.clear();
+                padded.extend_from_slice(xc);
+                padded.push(0.0);
                 for (t, index) in index.chunks_exact(positions).enumerate() {
-                    // OUTSIDE is past every plane, so `get` reads it as the padding's zero.
                     for (v, &k) in cols[row(t)..][..positions].iter_mut().zip(index) {
-                        *v = xc.get(k as usize).copied().unwrap_or(0.0);
+                        *v = padded[k as usize];
+                    }
+                }
+            }
+            &Patches::Padded { rows: hp, columns: wp } => {
+                padded.clear();
+                padded.resize(hp * wp, 0.0);
+                let (top, left) = (g.pad[0], g.pad[1]);
+                let width = g.w.min(wp.saturating_sub(left));
+                for y in 0..g.h.min(hp.saturating_sub(top)) {
+                    padded[(y + top) * wp + left..][..width].copy_from_slice(&xc[y * g.w..][..width]);
+                }
+                for i in 0..g.kh {
+                    for j in 0..g.kw {
+                        let block = &padded[i * g.dilation[0] * wp + j * g.dilation[1]..];
+                        let dst = &mut cols[row(i * g.kw + j)..][..positions];
+                        match g.ow {
+                            8 => shifted_rows::<8>(block, wp, dst),
+                            4 => shifted_rows::<4>(block, wp, dst),
+                            2 => shifted_rows::<2>(block, wp, dst),
+                            ow => {
+                                for (oy, out) in dst.chunks_exact_mut(ow).enumerate() {
+                                    out.copy_from_slice(&block[oy * wp..][..ow]);
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -268,6 +317,16 @@ impl Patches {
                 }
             }
         }
+    }
+}
+
+/// `dst`'s rows of W values, each from the next row (of `stride` values) of `block`: W a
+/// constant so that each row is a few vector moves.
+#[inline(always)]
+fn shifted_rows<const W: usize>(block: &[f32], stride: usize, dst: &mut [f32]) {
+    for (oy, out) in dst.chunks_exact_mut(W).enumerate() {
+        let src: &[f32; W] = block[oy * stride..][..W].try_into().expect("W values");
+        out.copy_from_slice(src);
     }
 }
 
@@ -375,15 +434,17 @@ fn gemm_into(dst: &mut [f32], [dst_rs, dst_cs]: [isize; 2], m: usize, n: usize, 
     unsafe { gemm::gemm(m, n, k, dst.as_mut_ptr(), dst_cs, dst_rs, accumulate, lhs.ptr, lhs.cs, lhs.rs, rhs.ptr, rhs.cs, rhs.rs, 1.0f32, 1.0f32, false, false, false, parallelism) }
 }
 
-/// `src` ([rows, cols], row-major) transposed into `dst` ([cols, rows]).
+/// `src` ([rows, cols], row-major) transposed into `dst` ([cols, rows]): in bands of 64 source
+/// rows, each destination row's run written in order while the band's source lines stay in L1.
 fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    const TILE: usize = 32;
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    dst[c * rows + r] = src[r * cols + c];
-                }
+    const BAND: usize = 64;
+    let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
+    for r0 in (0..rows).step_by(BAND) {
+        let band = &src[r0 * cols..(r0 + BAND).min(rows) * cols];
+        for c in 0..cols {
+            let run = &mut dst[c * rows + r0..][..band.len() / cols];
+            for (v, source_row) in run.iter_mut().zip(band.chunks_exact(cols)) {
+                *v = source_row[c];
             }
         }
     }
@@ -740,23 +801,40 @@ mod tests {
     /// Both ways of reading a patch matrix give the same matrix, padding, strides, dilation
     /// and groups included.
     #[test]
-    fn gathered_patches_equal_copied_rows() {
+    fn every_way_of_reading_patches_gives_the_same_matrix() {
         for (x, w, stride, padding, dilation, groups) in [
             ([2, 3, 9, 8], [4, 3, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
             ([1, 3, 17, 15], [5, 3, 5, 5], [2, 2], [(2, 2), (2, 2)], [1, 1], 1),
             ([1, 2, 12, 11], [4, 1, 3, 3], [1, 2], [(2, 2), (0, 3)], [2, 2], 2),
             ([1, 4, 2, 2], [4, 4, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
             ([1, 3, 40, 37], [4, 3, 11, 11], [4, 4], [(2, 2), (2, 2)], [1, 1], 1),
+            // Stride 1 at the padded plane's fixed widths (8, 4, 2 columns) and others, with
+            // uneven, missing and oversized padding, dilation and a 1×1 kernel.
+            ([2, 3, 8, 8], [4, 3, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
+            ([2, 2, 4, 4], [3, 2, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
+            ([2, 2, 2, 2], [3, 2, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
+            ([1, 2, 7, 6], [3, 2, 3, 2], [1, 1], [(0, 2), (1, 0)], [1, 1], 1),
+            ([1, 2, 9, 9], [3, 2, 3, 3], [1, 1], [(2, 2), (2, 2)], [2, 2], 1),
+            ([1, 2, 5, 5], [3, 2, 3, 3], [1, 1], [(3, 3), (3, 3)], [1, 1], 1),
+            ([1, 4, 6, 6], [2, 4, 1, 1], [1, 1], [(0, 0), (0, 0)], [1, 1], 1),
+            ([1, 4, 6, 11], [4, 2, 5, 3], [1, 1], [(2, 1), (1, 0)], [1, 1], 2),
         ] {
             let g = Geometry::new(&x, &w, &ConvOptions::new_with_padding(stride, padding, dilation, groups)).unwrap();
             let input: Vec<f32> = (0..x.iter().product::<usize>()).map(|i| i as f32 + 1.0).collect();
-            let read = |gather: bool, c0: usize| {
-                let mut cols = vec![f32::NAN; g.patch_rows() * g.positions()];
-                Patches::build(&g, gather).fill(&g, &input, 1, c0, &mut cols, false);
+            let read = |mode: PatchMode, c0: usize| {
+                let mut cols = vec![f32::NAN; 2 * g.patch_rows() * g.positions()];
+                // Two examples side by side (the same one twice), as the products read them.
+                let both: Vec<f32> = [&input[..g.c_in * g.plane()]; 2].concat();
+                Patches::build(&Geometry { batch: 2, ..g }, mode).fill(&g, &both, 2, c0, &mut cols, false);
                 cols
             };
             for c0 in (0..g.c_in).step_by(g.in_per_group()) {
-                assert_eq!(read(true, c0), read(false, c0), "{g:?}, group at channel {c0}");
+                let rows = read(PatchMode::Rows, c0);
+                assert!(rows.iter().all(|v| !v.is_nan()), "{g:?}: every element written");
+                assert_eq!(read(PatchMode::Gather, c0), rows, "{g:?}, group at channel {c0}: gathered");
+                if g.stride == [1, 1] {
+                    assert_eq!(read(PatchMode::Padded, c0), rows, "{g:?}, group at channel {c0}: from a padded plane");
+                }
             }
         }
     }
