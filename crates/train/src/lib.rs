@@ -50,6 +50,18 @@ pub fn set_threads(threads: usize) {
     let _ = pool.build_global();
 }
 
+/// Runs `work` on a worker thread of rayon's global pool (set up by [`set_threads`] first) and
+/// returns its result.
+///
+/// A parallel op called from outside the pool is injected into it and waited on: the caller
+/// sleeps on a futex and a worker is woken, for every op. A training step of a small ConvRNN
+/// runs thousands of such ops, and the waking and sleeping cost more than some of the ops.
+/// From a worker, an op's tasks go to that worker's own queue, it works on them itself, and
+/// the other workers steal what they can.
+pub fn on_cpu_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| work())
+}
+
 /// Sets the FTZ and DAZ bits of this thread's MXCSR (x86-64; a no-op elsewhere).
 pub fn flush_subnormals() {
     #[cfg(target_arch = "x86_64")]
@@ -60,5 +72,17 @@ pub fn flush_subnormals() {
         std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack));
         csr |= (1 << 15) | (1 << 6);
         std::arch::asm!("ldmxcsr [{}]", in(reg) &csr, options(nostack, readonly));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The work runs on a worker of the global pool, and its result comes back.
+    #[test]
+    fn work_on_the_cpu_pool_runs_on_a_worker() {
+        assert_eq!(rayon::current_thread_index(), None, "the test thread is not a worker");
+        let (index, sum) = super::on_cpu_pool(|| (rayon::current_thread_index(), (1..=4).sum::<i32>()));
+        assert!(index.is_some());
+        assert_eq!(sum, 10);
     }
 }
