@@ -407,9 +407,11 @@ fn write_numbers<T: npyz::AutoSerialize, W: Write + Seek>(npz: &mut NpzWriter<W>
     writer.finish()
 }
 
-/// Deflated, with a fixed time stamp (1980-01-01) so the same values give the same bytes.
+/// Stored (as numpy's `savez`), with a fixed time stamp (1980-01-01) so the same values give
+/// the same bytes. Deflating the whole file again at every checkpoint was a third of what
+/// recording cost the quickstart.
 fn file_options() -> npyz::zip::write::FileOptions {
-    npyz::zip::write::FileOptions::default().last_modified_time(npyz::zip::DateTime::default())
+    npyz::zip::write::FileOptions::default().compression_method(npyz::zip::CompressionMethod::Stored).last_modified_time(npyz::zip::DateTime::default())
 }
 
 fn read_array<T: npyz::Deserialize, R: Read + Seek>(npz: &mut NpzArchive<R>, name: &str, path: &Path) -> Result<(Vec<u64>, Vec<T>)> {
