@@ -16,7 +16,6 @@
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::nn::BatchNorm;
@@ -150,8 +149,7 @@ pub trait NormBackend: Backend {
     /// Batch norm with the batch's statistics: (output, mean, biased variance), as burn's
     /// `batch_norm_train`.
     fn batch_norm_batch_statistics(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let r = Self::batch_norm_train(x, gamma, beta, epsilon);
-        (r.output, r.mean, r.variance)
+        burns_batch_norm::<Self>(x, gamma, beta, epsilon)
     }
 
     /// (δx, δγ, δβ) of [`NormBackend::batch_norm_batch_statistics`] from its input, γ, the
@@ -164,9 +162,20 @@ pub trait NormBackend: Backend {
         epsilon: f64,
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let r = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
-        (r.x_grad, r.gamma_grad, r.beta_grad)
+        burns_batch_norm_backward::<Self>(x, gamma, mean, variance, epsilon, grad)
     }
+}
+
+/// The backend's own `batch_norm_train`, as a tuple.
+fn burns_batch_norm<B: Backend>(x: FloatTensor<B>, gamma: FloatTensor<B>, beta: FloatTensor<B>, epsilon: f64) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let r = B::batch_norm_train(x, gamma, beta, epsilon);
+    (r.output, r.mean, r.variance)
+}
+
+/// The backend's own `batch_norm_train_backward`, as a tuple.
+fn burns_batch_norm_backward<B: Backend>(x: FloatTensor<B>, gamma: FloatTensor<B>, mean: FloatTensor<B>, variance: FloatTensor<B>, epsilon: f64, grad: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let r = B::batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
+    (r.x_grad, r.gamma_grad, r.beta_grad)
 }
 
 impl NormBackend for Cube {}
@@ -184,10 +193,7 @@ impl NormBackend for Flex {
                 let c = shape[1];
                 (to_primitive::<Self>(y, shape), to_primitive::<Self>(mean, [c]), to_primitive::<Self>(variance, [c]))
             }
-            _ => {
-                let r = Self::batch_norm_train(x, gamma, beta, epsilon);
-                (r.output, r.mean, r.variance)
-            }
+            _ => burns_batch_norm::<Self>(x, gamma, beta, epsilon),
         }
     }
 
@@ -207,10 +213,7 @@ impl NormBackend for Flex {
                 let c = shape[1];
                 (to_primitive::<Self>(dx, shape), to_primitive::<Self>(dgamma, [c]), to_primitive::<Self>(dbeta, [c]))
             }
-            _ => {
-                let r = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
-                (r.x_grad, r.gamma_grad, r.beta_grad)
-            }
+            _ => burns_batch_norm_backward::<Self>(x, gamma, mean, variance, epsilon, grad),
         }
     }
 }
@@ -218,8 +221,7 @@ impl NormBackend for Flex {
 impl<B: NormBackend, C: CheckpointStrategy> NormBackend for Autodiff<B, C> {
     fn batch_norm_batch_statistics(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         if as_flex::<B>(&x.clone().into_primitive()).is_none() {
-            let r = <Self as ModuleOps<Self>>::batch_norm_train(x, gamma, beta, epsilon);
-            return (r.output, r.mean, r.variance);
+            return burns_batch_norm::<Self>(x, gamma, beta, epsilon);
         }
         let prepared = BatchNormBackward(epsilon).prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful();
         let (x, gamma, beta) = (x.into_primitive(), gamma.into_primitive(), beta.into_primitive());
