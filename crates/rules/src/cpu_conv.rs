@@ -587,7 +587,7 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (positions, rows, opg) = (g.positions(), g.patch_rows(), g.out_per_group());
     let (x_size, y_size) = (g.c_in * g.plane(), g.c_out * positions);
     let size = g.c_out * rows;
-    if positions == 0 || g.batch == 0 {
+    if positions == 0 || g.batch == 0 || size == 0 {
         return vec![0.0; size];
     }
     let chunks = if size >= WHOLE_BATCH_WEIGHT_GRAD_FROM { 1 } else { WEIGHT_GRAD_CHUNKS.min(g.batch) };
@@ -867,5 +867,10 @@ mod tests {
         assert!(Geometry::new(&[1, 3, 2, 2], &[4, 3, 3, 3], &o).is_none());
         assert!(Geometry::new(&[1, 3, 5, 5], &[4, 2, 3, 3], &o).is_none());
         assert!(Geometry::new(&[1, 4, 5, 5], &[3, 2, 3, 3], &ConvOptions::new([1, 1], [0, 0], [1, 1], 2)).is_none());
+        // No output channels is a shape, if an empty one: empty results, no panic.
+        let empty = Geometry::new(&[2, 3, 5, 5], &[0, 3, 3, 3], &o).unwrap();
+        let x = vec![1.0; 2 * 3 * 25];
+        assert!(forward(&empty, &x, &[], None).is_empty() && weight_grad(&empty, &x, &[]).is_empty());
+        assert_eq!(input_grad(&empty, &[], &[]), vec![0.0; x.len()]);
     }
 }
