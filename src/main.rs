@@ -287,7 +287,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 other => return Err(TrainError::Config(format!("--split {other:?}: expected test, validation or train")).into()),
             };
             if per_step {
-                let csv = plastic_train::eval::per_step_csv(&loaded.model, set, &loaded.splits.normalization, loaded.config.train.eval_batch_size, examples, &device.device)?;
+                let csv = plastic_train::on_cpu_pool(|| plastic_train::eval::per_step_csv(&loaded.model, set, &loaded.splits.normalization, loaded.config.train.eval_batch_size, examples, &device.device))?;
                 let output = output.unwrap_or_else(|| run.join("per_step.csv"));
                 plastic_train::store::write_atomic(&output, csv.as_bytes())?;
                 eprintln!("wrote {}", output.display());

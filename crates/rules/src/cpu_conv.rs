@@ -10,7 +10,8 @@
 //! for each example n and group g, with cols(x_n) the [C_in·kh·kw, H_out·W_out] patch matrix
 //! read straight from NCHW (row (c, i, j) is plane c shifted by the tap (i, j)):
 //!
-//! - forward: y_n = W · cols(x_n) + bias, written in place into y's NCHW layout;
+//! - forward: y_n = W · cols(x_n) + bias, written in place into y's NCHW layout (through a
+//!   buffer where several examples share a product);
 //! - input gradient: δx_n = col2im(Kᵀ · δy_n) for the kernel K the caller passes (W for
 //!   backprop, B for the feedback rules);
 //! - weight gradient: δW = Σ_n δy_n · cols(x_n)ᵀ.

@@ -43,7 +43,9 @@ pub use trainer::{RunStatus, Summary, TrainObserver, TrainOptions, train};
 /// keeps runs deterministic.
 pub fn set_threads(threads: usize) {
     flush_subnormals();
-    let mut pool = rayon::ThreadPoolBuilder::new().start_handler(|_| flush_subnormals());
+    // The main thread's 8 MiB of stack rather than rayon's 2 MiB default: training runs on a
+    // worker ([`on_cpu_pool`]).
+    let mut pool = rayon::ThreadPoolBuilder::new().stack_size(8 << 20).start_handler(|_| flush_subnormals());
     if threads > 0 {
         pool = pool.num_threads(threads);
     }
