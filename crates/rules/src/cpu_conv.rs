@@ -229,6 +229,24 @@ impl Patches {
         Patches::Gather(index)
     }
 
+    /// Group `group`'s patch matrix of `count` consecutive examples of `x`, [patch_rows,
+    /// count·positions]: one example's own channels for a 1×1 stride-1 unpadded convolution,
+    /// otherwise built in `cols` (its channels side by side for a pointwise one, through
+    /// [`Patches::fill`] otherwise).
+    fn matrix<'a>(&self, g: &Geometry, x: &'a [f32], count: usize, group: usize, cols: &'a mut Vec<f32>, parallel: bool) -> &'a [f32] {
+        let (rows, positions) = (g.patch_rows(), g.positions());
+        if count == 1 && g.is_pointwise() {
+            return &x[group * rows * positions..][..rows * positions];
+        }
+        cols.resize(rows * count * positions, 0.0);
+        if g.is_pointwise() {
+            side_by_side(x, g.c_in, group * rows, rows, positions, count, cols);
+        } else {
+            self.fill(g, x, count, group * g.in_per_group(), cols, parallel);
+        }
+        cols
+    }
+
     /// The patch matrix of `count` consecutive examples of `x` ([C, H, W] each; the group's
     /// channels from `c0`) side by side: `cols` becomes [patch_rows, count·positions], example
     /// e in columns e·positions…, so that one product serves them all. With `parallel`, one
@@ -466,6 +484,7 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) ->
     }
     let per = g.examples_per_product();
     let parallelism = inner_parallelism(g.batch.div_ceil(per));
+    let parallel = matches!(parallelism, Parallelism::Rayon(_));
     let patches = Patches::new(g);
     y.par_chunks_mut(per * y_size).enumerate().for_each_init(
         || (Vec::new(), Vec::new()),
@@ -480,23 +499,13 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) ->
             }
             for group in 0..g.groups {
                 let w = Mat::rows(&weight[group * opg * rows..][..opg * rows], rows);
-                if count == 1 && g.is_pointwise() {
-                    let out = &mut y_chunk[group * opg * positions..][..opg * positions];
-                    matmul(out, opg, positions, rows, w, Mat::rows(&x_chunk[group * rows * positions..][..rows * positions], positions), bias.is_some(), parallelism);
-                    continue;
-                }
-                cols.resize(rows * width, 0.0);
-                if g.is_pointwise() {
-                    side_by_side(x_chunk, g.c_in, group * rows, rows, positions, count, cols);
-                } else {
-                    patches.fill(g, x_chunk, count, group * g.in_per_group(), cols, matches!(parallelism, Parallelism::Rayon(_)));
-                }
+                let patch_matrix = Mat::rows(patches.matrix(g, x_chunk, count, group, cols, parallel), width);
                 if count == 1 {
                     let out = &mut y_chunk[group * opg * positions..][..opg * positions];
-                    matmul(out, opg, positions, rows, w, Mat::rows(cols, positions), bias.is_some(), parallelism);
+                    matmul(out, opg, positions, rows, w, patch_matrix, bias.is_some(), parallelism);
                 } else {
                     out.resize(opg * width, 0.0);
-                    matmul(out, opg, width, rows, w, Mat::rows(cols, width), false, parallelism);
+                    matmul(out, opg, width, rows, w, patch_matrix, false, parallelism);
                     apart(out, g.c_out, group * opg, opg, positions, count, bias, y_chunk);
                 }
             }
@@ -595,6 +604,7 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let chunk = g.batch.div_ceil(chunks);
     let per = g.examples_per_product().min(chunk);
     let parallelism = inner_parallelism(g.batch.div_ceil(chunk));
+    let parallel = matches!(parallelism, Parallelism::Rayon(_));
     let patches = Patches::new(g);
     let partial: Vec<Vec<f32>> = (0..g.batch.div_ceil(chunk))
         .into_par_iter()
@@ -607,17 +617,7 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 let width = count * positions;
                 let (x_chunk, dy_chunk) = (&x[n0 * x_size..][..count * x_size], &dy[n0 * y_size..][..count * y_size]);
                 for group in 0..g.groups {
-                    let patch_matrix = if count == 1 && g.is_pointwise() {
-                        &x_chunk[group * rows * positions..][..rows * positions]
-                    } else {
-                        cols.resize(rows * width, 0.0);
-                        if g.is_pointwise() {
-                            side_by_side(x_chunk, g.c_in, group * rows, rows, positions, count, &mut cols);
-                        } else {
-                            patches.fill(g, x_chunk, count, group * g.in_per_group(), &mut cols, matches!(parallelism, Parallelism::Rayon(_)));
-                        }
-                        &cols[..]
-                    };
+                    let patch_matrix = patches.matrix(g, x_chunk, count, group, &mut cols, parallel);
                     // δy transposed ([width, C_out/g]), so that it runs along C_out, and the
                     // product column-major: with both operands along the positions gemm would
                     // copy one into shape element by element (see matmul_col_major).
