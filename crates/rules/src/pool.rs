@@ -2,14 +2,14 @@
 //!
 //! burn-flex 0.22.1 scans each window with scalar code (a compare, a NaN test and an index per
 //! element) and writes an i64 index per output for the backward: some 10 cycles per window
-//! element, 21 % of knet4's training step and 30 % of the convnet's (2 threads). Scalar rewrites
-//! of the same scan were no faster, so here the work is laid out for the vector units: the pool
-//! is separable, a maximum over the window's columns in each input row, then over the window's
-//! rows; each input row is first split by stride phase (for stride 2: its even and odd
-//! columns), so that the column pass reads, for a fixed window offset, consecutive elements for
-//! consecutive outputs, and the row pass is elementwise over output rows. Both inner loops are
-//! contiguous compare-and-select loops that the compiler vectorises, and are compiled for AVX2
-//! and AVX-512 besides baseline x86-64, chosen at run time.
+//! element, 21 % of knet4's training step and 30 % of the convnet's (2 threads). Here the work
+//! is laid out for the vector units: the pool is separable, a maximum over the window's columns,
+//! then over its rows; the plane, padded with −∞, is first split by row and column stride phase
+//! (for stride 2: even and odd rows and columns, [`Scratch`]), so that each window tap is the
+//! same shift for every output and each pass is one contiguous compare-and-select loop over the
+//! whole plane. (Row by row, as this module first did, a 32-px plane's 16-output rows were too
+//! short for the compiler's vector loop and ran scalar: knet4's pools took 20 % of its step.)
+//! The loops are compiled for AVX2 and AVX-512 besides baseline x86-64, chosen at run time.
 //!
 //! The outputs and the routing of gradients are burn's: the first maximum of a window in
 //! row-major order wins ties (the column pass keeps a row's first, the row pass the first row),
@@ -52,13 +52,6 @@ impl PoolWindow {
         let end = (start + self.kernel as isize).min(input as isize);
         start.max(0) as usize..end.max(0) as usize
     }
-
-    /// The outputs along an axis of length `input` whose windows lie wholly inside it.
-    fn interior(&self, input: usize, outputs: usize) -> std::ops::Range<usize> {
-        let lo = self.padding.div_ceil(self.stride);
-        let hi = if input + self.padding >= self.kernel { ((input + self.padding - self.kernel) / self.stride + 1).min(outputs) } else { 0 };
-        lo.min(hi)..hi
-    }
 }
 
 /// Whether `v` replaces `best` as a window's maximum when it comes later in row-major order:
@@ -68,132 +61,183 @@ fn takes(v: f32, best: f32) -> bool {
     v > best || v.is_nan()
 }
 
-/// Scratch of one plane's passes: the row's stride phases, and per input row and output
-/// column the column maximum and its column.
+/// Where a task's planes are laid out so that every pass is one long contiguous loop: the
+/// plane, padded with −∞, split by row and column stride phase.
+///
+/// With s the stride, p the padding and xp(r, c) = x(r − p, c − p) (−∞ outside the plane),
+/// `phases[((q·s + qr)·T + t)·L + m] = xp(t·s + qr, m·s + q)`. Window column kc of output column
+/// m is then phase q = kc mod s at m + kc div s, and window row kr of output row i is row phase
+/// kr mod s at i + kr div s: every window tap is the same shift for every output. Rows of L ≥
+/// ow columns (and T ≥ oh rows) hold the shifted reads; the columns past ow are never used.
 struct Scratch {
+    window: PoolWindow,
+    /// Input plane and output sizes.
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    /// Rows per row phase and columns per row.
+    rows: usize,
+    len: usize,
     phases: Vec<f32>,
+    /// Column maxima, `[qr][t][m]`, and their window columns kc.
     values: Vec<f32>,
     columns: Vec<u32>,
+    /// Window maxima `[i][m]`, and their taps kr·k + kc.
+    best: Vec<f32>,
+    taps: Vec<u32>,
 }
 
 impl Scratch {
-    fn new(w: usize, h: usize, ow: usize, window: PoolWindow) -> Self {
-        Scratch { phases: vec![0.0; w.div_ceil(window.stride) * window.stride], values: vec![0.0; h * ow], columns: vec![0; h * ow] }
+    fn new([h, w]: [usize; 2], window: PoolWindow) -> Self {
+        let (oh, ow) = (window.output_len(h), window.output_len(w));
+        let (s, reach) = (window.stride, (window.kernel - 1) / window.stride);
+        let (rows, len) = (oh + reach, ow + reach);
+        // −∞ everywhere once: each plane overwrites only the cells inside it. The tail lets the
+        // last phase's shifted reads run past its end (into columns that are never used).
+        let phases = vec![f32::NEG_INFINITY; s * s * rows * len + reach];
+        let (values, columns) = (vec![0.0; s * rows * len], vec![0; s * rows * len]);
+        let (best, taps) = (vec![0.0; oh * len], vec![0; oh * len]);
+        Scratch { window, h, w, oh, ow, rows, len, phases, values, columns, best, taps }
     }
-}
 
-/// The column pass over one input row: for each output column j, the maximum of the row over
-/// the window's columns in `values[j]`, and with `INDEX` its column in `columns[j]`.
-#[inline(always)]
-fn column_pass<const INDEX: bool>(row: &[f32], window: PoolWindow, buffer: &mut [f32], values: &mut [f32], columns: &mut [u32]) {
-    let (w, ow, s) = (row.len(), values.len(), window.stride);
-    // phases[q·len + m] = row[m·s + q] (the row itself at stride 1).
-    let len = w.div_ceil(s);
-    let phases: &[f32] = if s == 1 {
-        row
-    } else {
+    /// `plane` (h × w) into `phases`.
+    #[inline(always)]
+    fn split(&mut self, plane: &[f32]) {
+        let PoolWindow { stride: s, padding: p, .. } = self.window;
+        let (w, len) = (self.w, self.len);
         for q in 0..s {
-            for (dst, &v) in buffer[q * len..(q + 1) * len].iter_mut().zip(row[q..].iter().step_by(s)) {
-                *dst = v;
+            // Phase q's columns m with m·s + q − p inside the plane.
+            let lo = p.saturating_sub(q).div_ceil(s);
+            let hi = (w + p).saturating_sub(q).div_ceil(s).min(len);
+            if lo >= hi {
+                continue;
             }
-        }
-        buffer
-    };
-    let inner = window.interior(w, ow);
-    // Interior outputs: every window column exists; column j·s + t (t = kc − padding) is
-    // phase t mod s at j + t div s, consecutive in j.
-    for kc in (0..window.kernel).filter(|_| !inner.is_empty()) {
-        let t = kc as isize - window.padding as isize;
-        let (q, shift) = (t.rem_euclid(s as isize) as usize, t.div_euclid(s as isize));
-        let start = (inner.start as isize + shift) as usize;
-        let source = &phases[q * len + start..q * len + start + inner.len()];
-        let (vals, cols) = (&mut values[inner.clone()], &mut columns[inner.clone()]);
-        if kc == 0 {
-            vals.copy_from_slice(source);
-            if INDEX {
-                for (c, j) in cols.iter_mut().zip(inner.clone()) {
-                    *c = (j * s - window.padding) as u32;
+            for qr in 0..s {
+                for t in 0..self.rows {
+                    let r = t * s + qr;
+                    if r < p || r - p >= self.h {
+                        continue;
+                    }
+                    let row = &plane[(r - p) * w..][lo * s + q - p..];
+                    let dst = &mut self.phases[((q * s + qr) * self.rows + t) * len..][lo..hi];
+                    match s {
+                        1 => dst.copy_from_slice(&row[..dst.len()]),
+                        2 => every::<2>(row, dst),
+                        _ => dst.iter_mut().zip(row.iter().step_by(s)).for_each(|(d, &v)| *d = v),
+                    }
                 }
             }
-            continue;
         }
-        if INDEX {
-            for ((b, c), (&v, j)) in vals.iter_mut().zip(cols.iter_mut()).zip(source.iter().zip(inner.clone())) {
-                let take = takes(v, *b);
-                *b = if take { v } else { *b };
-                *c = if take { (j * s + kc - window.padding) as u32 } else { *c };
+    }
+
+    /// The maxima of every window (and with `INDEX` their taps) into `best` (`taps`): a pass
+    /// over the window's columns, then one over its rows, each tap one contiguous loop.
+    #[inline(always)]
+    fn pool<const INDEX: bool>(&mut self) {
+        let PoolWindow { kernel: k, stride: s, .. } = self.window;
+        let (block, len) = (self.rows * self.len, self.len);
+        for qr in 0..s {
+            let (values, columns) = (&mut self.values[qr * block..][..block], &mut self.columns[qr * block..][..block]);
+            for kc in 0..k {
+                let source = &self.phases[((kc % s) * s + qr) * block + kc / s..][..block];
+                if kc == 0 {
+                    values.copy_from_slice(source);
+                    if INDEX {
+                        columns.fill(0);
+                    }
+                } else if INDEX {
+                    for ((b, c), &v) in values.iter_mut().zip(columns.iter_mut()).zip(source) {
+                        let take = takes(v, *b);
+                        *b = if take { v } else { *b };
+                        *c = if take { kc as u32 } else { *c };
+                    }
+                } else {
+                    for (b, &v) in values.iter_mut().zip(source) {
+                        *b = if takes(v, *b) { v } else { *b };
+                    }
+                }
             }
-        } else {
-            for (b, &v) in vals.iter_mut().zip(source) {
-                *b = if takes(v, *b) { v } else { *b };
+        }
+        let n = self.oh * len;
+        for kr in 0..k {
+            let at = (kr % s) * block + (kr / s) * len;
+            let (source, columns) = (&self.values[at..][..n], &self.columns[at..][..n]);
+            if kr == 0 {
+                self.best.copy_from_slice(source);
+                if INDEX {
+                    self.taps.copy_from_slice(columns);
+                }
+            } else if INDEX {
+                let first = (kr * k) as u32;
+                for ((b, t), (&v, &c)) in self.best.iter_mut().zip(self.taps.iter_mut()).zip(source.iter().zip(columns)) {
+                    let take = takes(v, *b);
+                    *b = if take { v } else { *b };
+                    *t = if take { first + c } else { *t };
+                }
+            } else {
+                for (b, &v) in self.best.iter_mut().zip(source) {
+                    *b = if takes(v, *b) { v } else { *b };
+                }
             }
         }
     }
-    // Edge outputs, whose windows reach into the padding: one at a time.
-    for j in (0..inner.start).chain(inner.end.max(inner.start)..ow) {
-        let cols = window.span(j, w);
-        let (mut best, mut at) = (row[cols.start], cols.start);
-        for c in cols.start + 1..cols.end {
-            if takes(row[c], best) {
-                (best, at) = (row[c], c);
+
+    /// The position in the plane of window (i, j)'s maximum. Only a window reaching into the
+    /// leading padding can find it there (a −∞ padding cell tying real −∞'s before them); such
+    /// a window is scanned again over its cells inside the plane, in row-major order.
+    fn winner(&self, plane: &[f32], i: usize, j: usize, tap: u32) -> usize {
+        let PoolWindow { kernel: k, stride: s, padding: p } = self.window;
+        let (r, c) = (i * s + tap as usize / k, j * s + tap as usize % k);
+        if r >= p && c >= p && r - p < self.h && c - p < self.w {
+            return (r - p) * self.w + c - p;
+        }
+        let (rows, cols) = (self.window.span(i, self.h), self.window.span(j, self.w));
+        let mut at = rows.start * self.w + cols.start;
+        for r in rows {
+            for c in cols.clone() {
+                if takes(plane[r * self.w + c], plane[at]) {
+                    at = r * self.w + c;
+                }
             }
         }
-        values[j] = best;
-        if INDEX {
-            columns[j] = at as u32;
-        }
+        at
     }
 }
 
-/// The row pass for output row i: the maximum of the column maxima over the window's rows,
-/// into `out` (values) and with `INDEX` `at` (positions in the plane).
+/// `dst[m] = src[m·S]` (`src` holds at least (len − 1)·S + 1 elements): with the stride a
+/// constant the compiler turns the reads into vector loads and shuffles.
 #[inline(always)]
-fn row_pass<const INDEX: bool>(scratch: &Scratch, window: PoolWindow, [h, w]: [usize; 2], i: usize, out: &mut [f32], at: &mut [u32]) {
-    let ow = out.len();
-    let rows = window.span(i, h);
-    out.copy_from_slice(&scratch.values[rows.start * ow..(rows.start + 1) * ow]);
-    if INDEX {
-        for (a, &c) in at.iter_mut().zip(&scratch.columns[rows.start * ow..(rows.start + 1) * ow]) {
-            *a = (rows.start * w) as u32 + c;
-        }
+fn every<const S: usize>(src: &[f32], dst: &mut [f32]) {
+    let full = (src.len() / S).min(dst.len());
+    for (d, c) in dst[..full].iter_mut().zip(src.chunks_exact(S)) {
+        *d = c[0];
     }
-    for r in rows.start + 1..rows.end {
-        let (vals, cols) = (&scratch.values[r * ow..(r + 1) * ow], &scratch.columns[r * ow..(r + 1) * ow]);
-        if INDEX {
-            for ((b, a), (&v, &c)) in out.iter_mut().zip(at.iter_mut()).zip(vals.iter().zip(cols)) {
-                let take = takes(v, *b);
-                *b = if take { v } else { *b };
-                *a = if take { (r * w) as u32 + c } else { *a };
-            }
-        } else {
-            for (b, &v) in out.iter_mut().zip(vals) {
-                *b = if takes(v, *b) { v } else { *b };
-            }
-        }
+    if let Some(d) = dst.get_mut(full) {
+        *d = src[full * S];
     }
 }
 
 /// Pools a run of planes (`x`: whole planes of `h × w`): with `INDEX`, δy (`grad`) is added to
 /// `dx` at each window's maximum; without, the maxima are written to `out`.
 #[inline(always)]
-fn pool_planes<const INDEX: bool>(x: &[f32], [h, w]: [usize; 2], window: PoolWindow, out: &mut [f32], grad: &[f32], dx: &mut [f32]) {
-    let (oh, ow) = (window.output_len(h), window.output_len(w));
-    let mut scratch = Scratch::new(w, h, ow, window);
-    let (mut best, mut at) = (vec![0.0f32; ow], vec![0u32; ow]);
-    for (p, plane) in x.chunks(h * w).enumerate() {
-        for (r, row) in plane.chunks(w).enumerate() {
-            let (values, columns) = (&mut scratch.values[r * ow..(r + 1) * ow], &mut scratch.columns[r * ow..(r + 1) * ow]);
-            column_pass::<INDEX>(row, window, &mut scratch.phases, values, columns);
-        }
+fn pool_planes<const INDEX: bool>(x: &[f32], hw: [usize; 2], window: PoolWindow, out: &mut [f32], grad: &[f32], dx: &mut [f32]) {
+    let mut scratch = Scratch::new(hw, window);
+    let (oh, ow, len, plane_len) = (scratch.oh, scratch.ow, scratch.len, hw[0] * hw[1]);
+    if oh == 0 || ow == 0 {
+        return;
+    }
+    for (p, plane) in x.chunks(plane_len).enumerate() {
+        scratch.split(plane);
+        scratch.pool::<INDEX>();
         for i in 0..oh {
             if INDEX {
-                row_pass::<true>(&scratch, window, [h, w], i, &mut best, &mut at);
-                let (g, d) = (&grad[(p * oh + i) * ow..][..ow], &mut dx[p * h * w..(p + 1) * h * w]);
-                for (&a, &g) in at.iter().zip(g) {
-                    d[a as usize] += g;
+                let (g, d) = (&grad[(p * oh + i) * ow..][..ow], &mut dx[p * plane_len..][..plane_len]);
+                for (j, (&tap, &g)) in scratch.taps[i * len..][..ow].iter().zip(g).enumerate() {
+                    d[scratch.winner(plane, i, j, tap)] += g;
                 }
             } else {
-                row_pass::<false>(&scratch, window, [h, w], i, &mut out[(p * oh + i) * ow..][..ow], &mut []);
+                out[(p * oh + i) * ow..][..ow].copy_from_slice(&scratch.best[i * len..][..ow]);
             }
         }
     }
@@ -372,8 +416,8 @@ mod tests {
     fn max_pool_matches_burn_in_value_and_gradient_with_ties_and_nan() {
         let device = Device::flex().autodiff();
         // Windows of the models (2×2/2, 3×3/2 with and without padding, 3×3/1) and a 5×5/3 on odd and even
-        // sizes; values rounded to a few levels so that windows hold ties.
-        for (w, h, wd) in [(PoolWindow { kernel: 2, stride: 2, padding: 0 }, 8, 8), (PoolWindow { kernel: 3, stride: 2, padding: 1 }, 9, 8), (PoolWindow { kernel: 3, stride: 2, padding: 0 }, 11, 7), (PoolWindow { kernel: 3, stride: 1, padding: 1 }, 5, 6), (PoolWindow { kernel: 5, stride: 3, padding: 2 }, 10, 13)] {
+        // sizes, and the 3×3/2, 2×2/2 at CIFAR's 32 px; values rounded to a few levels so that windows hold ties.
+        for (w, h, wd) in [(PoolWindow { kernel: 2, stride: 2, padding: 0 }, 8, 8), (PoolWindow { kernel: 3, stride: 2, padding: 1 }, 9, 8), (PoolWindow { kernel: 3, stride: 2, padding: 0 }, 11, 7), (PoolWindow { kernel: 3, stride: 1, padding: 1 }, 5, 6), (PoolWindow { kernel: 5, stride: 3, padding: 2 }, 10, 13), (PoolWindow { kernel: 3, stride: 2, padding: 1 }, 32, 32), (PoolWindow { kernel: 2, stride: 2, padding: 0 }, 31, 32), (PoolWindow { kernel: 3, stride: 2, padding: 0 }, 30, 29)] {
             let x = Tensor::<4>::random([3, 5, h, wd], Distribution::Uniform(-2.0, 2.0), &device).mul_scalar(2.0).round();
             let g = Tensor::<4>::random([3, 5, w.output_len(h), w.output_len(wd)], Distribution::Normal(0.0, 1.0), &device);
             let (y_ref, dx_ref) = reference(x.clone(), w, g.clone());
@@ -392,6 +436,12 @@ mod tests {
         let x = Tensor::<4>::full([1, 1, 3, 3], -f32::INFINITY, &device);
         let y: Vec<f32> = max_pool2d(x, 3, 2, 1).into_data().try_to_vec::<f32>().unwrap();
         assert!(y.iter().all(|v| *v == -f32::INFINITY), "{y:?}");
+        // The gradient of an all −∞ plane goes to each window's first cell inside the plane.
+        let w = PoolWindow { kernel: 3, stride: 2, padding: 1 };
+        let x = Tensor::<4>::full([1, 2, 5, 6], -f32::INFINITY, &device);
+        let g = Tensor::<4>::random([1, 2, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+        let ((_, dx_ref), (_, dx)) = (reference(x.clone(), w, g.clone()), ours(x, w, g));
+        dx.assert_approx_eq::<f32>(&dx_ref, Tolerance::absolute(1e-6));
     }
 
     #[test]
