@@ -2,10 +2,9 @@
 
 use burn::module::Module;
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, LocalResponseNorm, LocalResponseNormConfig};
-use burn::tensor::module::{adaptive_avg_pool2d, avg_pool2d};
-use burn::tensor::ops::AvgPoolOptions;
+use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
-use plastic_rules::pool::max_pool2d;
+use plastic_rules::pool::{avg_pool2d, max_pool2d};
 use plastic_rules::precision::in_f32;
 use plastic_rules::{Activation, FeedbackConv2d, FeedbackConv2dConfig, FeedbackLayer, FeedbackLinear, FeedbackLinearConfig};
 
@@ -21,10 +20,7 @@ pub fn batch_norm(norm: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
 pub fn pool(x: Tensor<4>, op: PoolOp) -> Tensor<4> {
     match op {
         PoolOp::Max { kernel, stride, padding } => max_pool2d(x, kernel, stride, padding),
-        PoolOp::Avg { kernel, stride, padding } => avg_pool2d(
-            x,
-            AvgPoolOptions::new([kernel, kernel]).with_stride([stride, stride]).with_padding([padding, padding]).with_count_include_pad(false),
-        ),
+        PoolOp::Avg { kernel, stride, padding } => avg_pool2d(x, kernel, stride, padding, false),
         PoolOp::GlobalAvg => adaptive_avg_pool2d(x, [1, 1]),
         PoolOp::Adaptive(s) => adaptive_avg_pool2d(x, [s, s]),
     }

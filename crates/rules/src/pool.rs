@@ -1,4 +1,4 @@
-//! Max pooling with its own loops on flex.
+//! Max and average pooling with their own loops on flex.
 //!
 //! burn-flex 0.22.1 scans each window with scalar code (a compare, a NaN test and an index per
 //! element) and writes an i64 index per output for the backward: some 10 cycles per window
@@ -62,9 +62,9 @@ fn takes(v: f32, best: f32) -> bool {
 }
 
 /// Where a task's planes are laid out so that every pass is one long contiguous loop: the
-/// plane, padded with −∞, split by row and column stride phase.
+/// plane, padded (−∞ for the maximum, 0 for the average), split by row and column stride phase.
 ///
-/// With s the stride, p the padding and xp(r, c) = x(r − p, c − p) (−∞ outside the plane),
+/// With s the stride, p the padding and xp(r, c) = x(r − p, c − p) (padding outside the plane),
 /// `phases[((q·s + qr)·T + t)·L + m] = xp(t·s + qr, m·s + q)`. Window column kc of output column
 /// m is then phase q = kc mod s at m + kc div s, and window row kr of output row i is row phase
 /// kr mod s at i + kr div s: every window tap is the same shift for every output. Rows of L ≥
@@ -89,13 +89,14 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new([h, w]: [usize; 2], window: PoolWindow) -> Self {
+    /// `pad`: the padding cells' value (−∞ for a maximum, 0 for a sum).
+    fn new([h, w]: [usize; 2], window: PoolWindow, pad: f32) -> Self {
         let (oh, ow) = (window.output_len(h), window.output_len(w));
         let (s, reach) = (window.stride, (window.kernel - 1) / window.stride);
         let (rows, len) = (oh + reach, ow + reach);
-        // −∞ everywhere once: each plane overwrites only the cells inside it. The tail lets the
-        // last phase's shifted reads run past its end (into columns that are never used).
-        let phases = vec![f32::NEG_INFINITY; s * s * rows * len + reach];
+        // Padding everywhere once: each plane overwrites only the cells inside it. The tail lets
+        // the last phase's shifted reads run past its end (into columns that are never used).
+        let phases = vec![pad; s * s * rows * len + reach];
         let (values, columns) = (vec![0.0; s * rows * len], vec![0; s * rows * len]);
         let (best, taps) = (vec![0.0; oh * len], vec![0; oh * len]);
         Scratch { window, h, w, oh, ow, rows, len, phases, values, columns, best, taps }
@@ -183,6 +184,77 @@ impl Scratch {
         }
     }
 
+    /// The sum of every window into `best`, as [`Scratch::pool`] (0 padding).
+    #[inline(always)]
+    fn sum(&mut self) {
+        let PoolWindow { kernel: k, stride: s, .. } = self.window;
+        let (block, len) = (self.rows * self.len, self.len);
+        for qr in 0..s {
+            let values = &mut self.values[qr * block..][..block];
+            for kc in 0..k {
+                let source = &self.phases[((kc % s) * s + qr) * block + kc / s..][..block];
+                if kc == 0 {
+                    values.copy_from_slice(source);
+                } else {
+                    values.iter_mut().zip(source).for_each(|(b, v)| *b += v);
+                }
+            }
+        }
+        let n = self.oh * len;
+        for kr in 0..k {
+            let source = &self.values[(kr % s) * block + (kr / s) * len..][..n];
+            if kr == 0 {
+                self.best.copy_from_slice(source);
+            } else {
+                self.best.iter_mut().zip(source).for_each(|(b, v)| *b += v);
+            }
+        }
+    }
+
+    /// The adjoint of [`Scratch::split`] and [`Scratch::sum`]: from δ of each window's sum in
+    /// `best` (0 in the columns past ow), δ of each plane cell, written into `dx` (h × w).
+    #[inline(always)]
+    fn sum_backward(&mut self, dx: &mut [f32]) {
+        let PoolWindow { kernel: k, stride: s, padding: p } = self.window;
+        let (block, len, w) = (self.rows * self.len, self.len, self.w);
+        let n = self.oh * len;
+        self.values.fill(0.0);
+        for kr in 0..k {
+            let target = &mut self.values[(kr % s) * block + (kr / s) * len..][..n];
+            target.iter_mut().zip(&self.best).for_each(|(t, g)| *t += g);
+        }
+        self.phases.fill(0.0);
+        for qr in 0..s {
+            let values = &self.values[qr * block..][..block];
+            for kc in 0..k {
+                let target = &mut self.phases[((kc % s) * s + qr) * block + kc / s..][..block];
+                target.iter_mut().zip(values).for_each(|(t, g)| *t += g);
+            }
+        }
+        for q in 0..s {
+            let lo = p.saturating_sub(q).div_ceil(s);
+            let hi = (w + p).saturating_sub(q).div_ceil(s).min(len);
+            if lo >= hi {
+                continue;
+            }
+            for qr in 0..s {
+                for t in 0..self.rows {
+                    let r = t * s + qr;
+                    if r < p || r - p >= self.h {
+                        continue;
+                    }
+                    let row = &mut dx[(r - p) * w..][lo * s + q - p..w];
+                    let src = &self.phases[((q * s + qr) * self.rows + t) * len..][lo..hi];
+                    match s {
+                        1 => row[..src.len()].copy_from_slice(src),
+                        2 => every_into::<2>(src, row),
+                        _ => row.iter_mut().step_by(s).zip(src).for_each(|(d, &v)| *d = v),
+                    }
+                }
+            }
+        }
+    }
+
     /// The position in the plane of window (i, j)'s maximum. Only a window reaching into the
     /// leading padding can find it there (a −∞ padding cell tying real −∞'s before them); such
     /// a window is scanned again over its cells inside the plane, in row-major order.
@@ -218,53 +290,110 @@ fn every<const S: usize>(src: &[f32], dst: &mut [f32]) {
     }
 }
 
-/// Pools a run of planes (`x`: whole planes of `h × w`): with `INDEX`, δy (`grad`) is added to
-/// `dx` at each window's maximum; without, the maxima are written to `out`.
+/// `dst[m·S] = src[m]` (`dst` holds at least (len − 1)·S + 1 elements), as [`every`].
 #[inline(always)]
-fn pool_planes<const INDEX: bool>(x: &[f32], hw: [usize; 2], window: PoolWindow, out: &mut [f32], grad: &[f32], dx: &mut [f32]) {
-    let mut scratch = Scratch::new(hw, window);
+fn every_into<const S: usize>(src: &[f32], dst: &mut [f32]) {
+    let full = (dst.len() / S).min(src.len());
+    for (d, &v) in dst.chunks_exact_mut(S).zip(&src[..full]) {
+        d[0] = v;
+    }
+    if let Some(&v) = src.get(full) {
+        dst[full * S] = v;
+    }
+}
+
+/// What [`pool_planes`] computes (a const parameter, so each job's loops are compiled apart).
+mod job {
+    /// Window maxima of x into `out`.
+    pub const MAX: u8 = 0;
+    /// δy (`grad`) added into `dx` at each window's maximum of x.
+    pub const MAX_BACKWARD: u8 = 1;
+    /// Window means of x into `out`.
+    pub const AVG: u8 = 2;
+    /// δx of the mean (x unused) into `dx`.
+    pub const AVG_BACKWARD: u8 = 3;
+}
+
+/// Pools a run of whole `h × w` planes for `JOB` ([`job`]); an average divides by the window's
+/// cells inside the plane, or with `include_pad` by kernel².
+#[inline(always)]
+fn pool_planes<const JOB: u8>(x: &[f32], hw: [usize; 2], window: PoolWindow, include_pad: bool, out: &mut [f32], grad: &[f32], dx: &mut [f32]) {
+    let average = JOB == job::AVG || JOB == job::AVG_BACKWARD;
+    let mut scratch = Scratch::new(hw, window, if average { 0.0 } else { f32::NEG_INFINITY });
     let (oh, ow, len, plane_len) = (scratch.oh, scratch.ow, scratch.len, hw[0] * hw[1]);
-    if oh == 0 || ow == 0 {
+    if oh == 0 || ow == 0 || plane_len == 0 {
         return;
     }
-    for (p, plane) in x.chunks(plane_len).enumerate() {
-        scratch.split(plane);
-        scratch.pool::<INDEX>();
-        for i in 0..oh {
-            if INDEX {
-                let (g, d) = (&grad[(p * oh + i) * ow..][..ow], &mut dx[p * plane_len..][..plane_len]);
-                for (j, (&tap, &g)) in scratch.taps[i * len..][..ow].iter().zip(g).enumerate() {
-                    d[scratch.winner(plane, i, j, tap)] += g;
+    let cells = |o: usize, input: usize| if include_pad { window.kernel } else { window.span(o, input).len() };
+    let (row_cells, column_cells): (Vec<usize>, Vec<usize>) = ((0..oh).map(|i| cells(i, hw[0])).collect(), (0..ow).map(|j| cells(j, hw[1])).collect());
+    let planes = if JOB == job::AVG_BACKWARD { dx.len() } else { x.len() } / plane_len;
+    for p in 0..planes {
+        if JOB != job::AVG_BACKWARD {
+            scratch.split(&x[p * plane_len..][..plane_len]);
+        }
+        match JOB {
+            job::MAX | job::AVG => {
+                if JOB == job::MAX {
+                    scratch.pool::<false>();
+                } else {
+                    scratch.sum();
                 }
-            } else {
-                out[(p * oh + i) * ow..][..ow].copy_from_slice(&scratch.best[i * len..][..ow]);
+                for i in 0..oh {
+                    let (dst, best) = (&mut out[(p * oh + i) * ow..][..ow], &scratch.best[i * len..][..ow]);
+                    if JOB == job::MAX {
+                        dst.copy_from_slice(best);
+                    } else {
+                        for ((d, &v), &c) in dst.iter_mut().zip(best).zip(&column_cells) {
+                            *d = v / (row_cells[i] * c) as f32;
+                        }
+                    }
+                }
+            }
+            job::MAX_BACKWARD => {
+                scratch.pool::<true>();
+                let (plane, d) = (&x[p * plane_len..][..plane_len], &mut dx[p * plane_len..][..plane_len]);
+                for i in 0..oh {
+                    for (j, (&tap, &g)) in scratch.taps[i * len..][..ow].iter().zip(&grad[(p * oh + i) * ow..][..ow]).enumerate() {
+                        d[scratch.winner(plane, i, j, tap)] += g;
+                    }
+                }
+            }
+            _ => {
+                for i in 0..oh {
+                    let row = &mut scratch.best[i * len..][..len];
+                    for ((b, &g), &c) in row.iter_mut().zip(&grad[(p * oh + i) * ow..][..ow]).zip(&column_cells) {
+                        *b = g / (row_cells[i] * c) as f32;
+                    }
+                    row[ow..].fill(0.0);
+                }
+                scratch.sum_backward(&mut dx[p * plane_len..][..plane_len]);
             }
         }
     }
 }
 
 /// [`pool_planes`] compiled for the widest vector unit this CPU has.
-fn pool_planes_dispatch<const INDEX: bool>(x: &[f32], hw: [usize; 2], window: PoolWindow, out: &mut [f32], grad: &[f32], dx: &mut [f32]) {
+fn pool_planes_dispatch<const JOB: u8>(x: &[f32], hw: [usize; 2], window: PoolWindow, include_pad: bool, out: &mut [f32], grad: &[f32], dx: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f")]
-        fn avx512<const INDEX: bool>(x: &[f32], hw: [usize; 2], window: PoolWindow, out: &mut [f32], grad: &[f32], dx: &mut [f32]) {
-            pool_planes::<INDEX>(x, hw, window, out, grad, dx)
+        fn avx512<const JOB: u8>(x: &[f32], hw: [usize; 2], window: PoolWindow, include_pad: bool, out: &mut [f32], grad: &[f32], dx: &mut [f32]) {
+            pool_planes::<JOB>(x, hw, window, include_pad, out, grad, dx)
         }
         #[target_feature(enable = "avx2")]
-        fn avx2<const INDEX: bool>(x: &[f32], hw: [usize; 2], window: PoolWindow, out: &mut [f32], grad: &[f32], dx: &mut [f32]) {
-            pool_planes::<INDEX>(x, hw, window, out, grad, dx)
+        fn avx2<const JOB: u8>(x: &[f32], hw: [usize; 2], window: PoolWindow, include_pad: bool, out: &mut [f32], grad: &[f32], dx: &mut [f32]) {
+            pool_planes::<JOB>(x, hw, window, include_pad, out, grad, dx)
         }
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F.
-            return unsafe { avx512::<INDEX>(x, hw, window, out, grad, dx) };
+            return unsafe { avx512::<JOB>(x, hw, window, include_pad, out, grad, dx) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2.
-            return unsafe { avx2::<INDEX>(x, hw, window, out, grad, dx) };
+            return unsafe { avx2::<JOB>(x, hw, window, include_pad, out, grad, dx) };
         }
     }
-    pool_planes::<INDEX>(x, hw, window, out, grad, dx)
+    pool_planes::<JOB>(x, hw, window, include_pad, out, grad, dx)
 }
 
 /// Planes handed to one rayon task: enough work to amortise the task and its scratch.
@@ -274,24 +403,51 @@ fn planes_per_task(plane_len: usize) -> usize {
 
 /// The max pool of `x` (`[n, c, h, w]`, contiguous f32) with `window`; shape `[n, c, oh, ow]`.
 pub fn max_pool_forward(x: &[f32], shape: [usize; 4], window: PoolWindow) -> Vec<f32> {
-    let [_, _, h, w] = shape;
-    let (oh, ow) = (window.output_len(h), window.output_len(w));
-    let mut out = vec![0.0f32; x.len() / (h * w) * oh * ow];
-    let per_task = planes_per_task(h * w);
-    out.par_chunks_mut(oh * ow * per_task).zip(x.par_chunks(h * w * per_task)).for_each(|(out, x)| {
-        pool_planes_dispatch::<false>(x, [h, w], window, out, &[], &mut []);
-    });
-    out
+    pool_forward::<{ job::MAX }>(x, shape, window, false)
 }
 
 /// δx of [`max_pool_forward`]: each output's δy added at its window's maximum.
 pub fn max_pool_backward(x: &[f32], grad: &[f32], shape: [usize; 4], window: PoolWindow) -> Vec<f32> {
-    let [_, _, h, w] = shape;
+    pool_backward::<{ job::MAX_BACKWARD }>(x, grad, shape, window, false)
+}
+
+/// The average pool of `x` (`[n, c, h, w]`, contiguous f32) with `window`, over the window's
+/// cells inside the plane (or with `include_pad` over kernel² cells); shape `[n, c, oh, ow]`.
+pub fn avg_pool_forward(x: &[f32], shape: [usize; 4], window: PoolWindow, include_pad: bool) -> Vec<f32> {
+    pool_forward::<{ job::AVG }>(x, shape, window, include_pad)
+}
+
+/// δx of [`avg_pool_forward`] (shape `[n, c, h, w]`) for δy.
+pub fn avg_pool_backward(grad: &[f32], shape: [usize; 4], window: PoolWindow, include_pad: bool) -> Vec<f32> {
+    pool_backward::<{ job::AVG_BACKWARD }>(&[], grad, shape, window, include_pad)
+}
+
+fn pool_forward<const JOB: u8>(x: &[f32], shape: [usize; 4], window: PoolWindow, include_pad: bool) -> Vec<f32> {
+    let [n, c, h, w] = shape;
     let (oh, ow) = (window.output_len(h), window.output_len(w));
-    let mut dx = vec![0.0f32; x.len()];
+    let mut out = vec![0.0f32; n * c * oh * ow];
+    if out.is_empty() {
+        return out;
+    }
     let per_task = planes_per_task(h * w);
-    dx.par_chunks_mut(h * w * per_task).zip(x.par_chunks(h * w * per_task)).zip(grad.par_chunks(oh * ow * per_task)).for_each(|((dx, x), grad)| {
-        pool_planes_dispatch::<true>(x, [h, w], window, &mut [], grad, dx);
+    out.par_chunks_mut(oh * ow * per_task).zip(x.par_chunks(h * w * per_task)).for_each(|(out, x)| {
+        pool_planes_dispatch::<JOB>(x, [h, w], window, include_pad, out, &[], &mut []);
+    });
+    out
+}
+
+/// `x` is only read by the max pool's backward (the average's passes `&[]`).
+fn pool_backward<const JOB: u8>(x: &[f32], grad: &[f32], shape: [usize; 4], window: PoolWindow, include_pad: bool) -> Vec<f32> {
+    let [n, c, h, w] = shape;
+    let (oh, ow) = (window.output_len(h), window.output_len(w));
+    let mut dx = vec![0.0f32; n * c * h * w];
+    if dx.is_empty() || oh * ow == 0 {
+        return dx;
+    }
+    let per_task = planes_per_task(h * w);
+    dx.par_chunks_mut(h * w * per_task).zip(grad.par_chunks(oh * ow * per_task)).enumerate().for_each(|(task, (dx, grad))| {
+        let x = if x.is_empty() { x } else { &x[task * per_task * h * w..][..dx.len()] };
+        pool_planes_dispatch::<JOB>(x, [h, w], window, include_pad, &mut [], grad, dx);
     });
     dx
 }
@@ -306,6 +462,17 @@ pub trait PoolBackend: Backend {
     /// δx of [`PoolBackend::max_pool`] from its input and δy.
     fn max_pool_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>, kernel: usize, stride: usize, padding: usize) -> FloatTensor<Self> {
         backend_max_pool_backward::<Self>(x, grad, PoolWindow { kernel, stride, padding })
+    }
+
+    /// Square average pooling (floor mode): the mean over the window's cells inside the input,
+    /// or with `include_pad` over kernel² cells.
+    fn avg_pool(x: FloatTensor<Self>, kernel: usize, stride: usize, padding: usize, include_pad: bool) -> FloatTensor<Self> {
+        Self::avg_pool2d(x, [kernel; 2], [stride; 2], [padding; 2], include_pad, false)
+    }
+
+    /// δx of [`PoolBackend::avg_pool`] (x is read for its shape).
+    fn avg_pool_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>, kernel: usize, stride: usize, padding: usize, include_pad: bool) -> FloatTensor<Self> {
+        Self::avg_pool2d_backward(x, grad, [kernel; 2], [stride; 2], [padding; 2], include_pad, false)
     }
 }
 
@@ -345,6 +512,29 @@ impl PoolBackend for Flex {
             _ => backend_max_pool_backward::<Self>(x, grad, window),
         }
     }
+
+    fn avg_pool(x: FloatTensor<Self>, kernel: usize, stride: usize, padding: usize, include_pad: bool) -> FloatTensor<Self> {
+        let window = PoolWindow { kernel, stride, padding };
+        match as_flex::<Self>(&x) {
+            Some(xf) => {
+                let shape = dims::<Self>(&x);
+                let y = avg_pool_forward(&values(xf), shape, window, include_pad);
+                to_primitive::<Self>(y, [shape[0], shape[1], window.output_len(shape[2]), window.output_len(shape[3])])
+            }
+            None => Self::avg_pool2d(x, [kernel; 2], [stride; 2], [padding; 2], include_pad, false),
+        }
+    }
+
+    fn avg_pool_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>, kernel: usize, stride: usize, padding: usize, include_pad: bool) -> FloatTensor<Self> {
+        let window = PoolWindow { kernel, stride, padding };
+        match (as_flex::<Self>(&x), as_flex::<Self>(&grad)) {
+            (Some(_), Some(gf)) => {
+                let shape = dims::<Self>(&x);
+                to_primitive::<Self>(avg_pool_backward(&values(gf), shape, window, include_pad), shape)
+            }
+            _ => Self::avg_pool2d_backward(x, grad, [kernel; 2], [stride; 2], [padding; 2], include_pad, false),
+        }
+    }
 }
 
 fn dims<B: Backend>(x: &FloatTensor<B>) -> [usize; 4] {
@@ -364,6 +554,36 @@ impl<B: PoolBackend, C: CheckpointStrategy> PoolBackend for Autodiff<B, C> {
                 prep.finish(x.clone(), B::max_pool(x, kernel, stride, padding))
             }
             OpsKind::UnTracked(prep) => prep.finish(B::max_pool(x.into_primitive(), kernel, stride, padding)),
+        }
+    }
+
+    fn avg_pool(x: FloatTensor<Self>, kernel: usize, stride: usize, padding: usize, include_pad: bool) -> FloatTensor<Self> {
+        if as_flex::<B>(&x.clone().into_primitive()).is_none() {
+            return <Self as ModuleOps<Self>>::avg_pool2d(x, [kernel; 2], [stride; 2], [padding; 2], include_pad, false);
+        }
+        let window = PoolWindow { kernel, stride, padding };
+        match AvgPoolBackward(window, include_pad).prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let x = x.into_primitive();
+                prep.finish(x.clone(), B::avg_pool(x, kernel, stride, padding, include_pad))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::avg_pool(x.into_primitive(), kernel, stride, padding, include_pad)),
+        }
+    }
+}
+
+/// Keeps the pool's input (for its shape, as burn's own average pool).
+#[derive(Debug)]
+struct AvgPoolBackward(PoolWindow, bool);
+
+impl<B: PoolBackend> Backward<B, 1> for AvgPoolBackward {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = &ops.parents[0] {
+            let PoolWindow { kernel, stride, padding } = self.0;
+            grads.register::<B>(node.id, B::avg_pool_backward(ops.state, grad, kernel, stride, padding, self.1));
         }
     }
 }
@@ -389,10 +609,16 @@ pub fn max_pool2d(x: Tensor<4>, kernel: usize, stride: usize, padding: usize) ->
     Tensor::from_dispatch(<Dispatch as PoolBackend>::max_pool(x.into_dispatch(), kernel, stride, padding))
 }
 
+/// Square average pooling of `x` (`[n, c, h, w]`; floor mode), as burn's `avg_pool2d`: the mean
+/// over the window's cells inside the input, or with `include_pad` over kernel² cells.
+pub fn avg_pool2d(x: Tensor<4>, kernel: usize, stride: usize, padding: usize, include_pad: bool) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as PoolBackend>::avg_pool(x.into_dispatch(), kernel, stride, padding, include_pad))
+}
+
 #[cfg(test)]
 mod tests {
-    use burn::tensor::module::max_pool2d as burn_max_pool2d;
-    use burn::tensor::ops::MaxPoolOptions;
+    use burn::tensor::module::{avg_pool2d as burn_avg_pool2d, max_pool2d as burn_max_pool2d};
+    use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
     use burn::tensor::{Device, Distribution, Tensor, TensorData, Tolerance};
 
     use super::*;
@@ -442,6 +668,28 @@ mod tests {
         let g = Tensor::<4>::random([1, 2, 3, 3], Distribution::Normal(0.0, 1.0), &device);
         let ((_, dx_ref), (_, dx)) = (reference(x.clone(), w, g.clone()), ours(x, w, g));
         dx.assert_approx_eq::<f32>(&dx_ref, Tolerance::absolute(1e-6));
+    }
+
+    #[test]
+    fn avg_pool_matches_burn_in_value_and_gradient() {
+        let device = Device::flex().autodiff();
+        // The models' 3×3/2 with padding (knet4, at 32 and 16 px), 2×2/2, 3×3/1, 5×5/3 with padding, odd sizes.
+        let windows = [(3, 2, 1, 32, 32), (3, 2, 1, 16, 15), (2, 2, 0, 9, 8), (3, 1, 1, 5, 6), (5, 3, 2, 10, 13), (3, 2, 0, 11, 7)];
+        for ((kernel, stride, padding, h, w), include_pad) in windows.into_iter().flat_map(|c| [(c, false), (c, true)]) {
+            let window = PoolWindow { kernel, stride, padding };
+            let x = Tensor::<4>::random([3, 5, h, w], Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let g = Tensor::<4>::random([3, 5, window.output_len(h), window.output_len(w)], Distribution::Normal(0.0, 1.0), &device);
+            let options = AvgPoolOptions::new([kernel; 2]).with_stride([stride; 2]).with_padding([padding; 2]).with_count_include_pad(include_pad);
+            let y_ref = burn_avg_pool2d(x.clone(), options);
+            let dx_ref = x.grad(&(y_ref.clone() * g.clone()).sum().backward()).unwrap();
+            let y = avg_pool2d(x.clone(), kernel, stride, padding, include_pad);
+            let dx = x.grad(&(y.clone() * g).sum().backward()).unwrap();
+            let case = format!("{window:?} {h}×{w} include_pad {include_pad}");
+            assert_eq!(y.dims(), y_ref.dims(), "{case}");
+            // Sums in another order than burn's.
+            y.into_data().assert_approx_eq::<f32>(&y_ref.into_data(), Tolerance::absolute(1e-5));
+            dx.into_data().assert_approx_eq::<f32>(&dx_ref.into_data(), Tolerance::absolute(1e-5));
+        }
     }
 
     #[test]
