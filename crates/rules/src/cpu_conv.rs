@@ -162,11 +162,17 @@ impl Geometry {
     }
 }
 
-/// Rows shorter than this are read from a zero-padded copy of the plane (stride 1) or gathered
-/// through an index table instead of copied row by row with their edges: at 8 or 4 output
-/// columns the per-row bookkeeping of the copy costs more than the data (the ConvRNN
-/// quickstart's layers are 8×8, 4×4 and 2×2).
+/// Strided rows shorter than this are gathered through an index table instead of copied row by
+/// row with their edges: at 8 or 4 output columns the per-row bookkeeping of the copy costs
+/// more than the data.
 const GATHER_BELOW_COLUMNS: usize = 16;
+
+/// Stride-1 rows up to this long are read from a zero-padded copy of the plane: each tap's
+/// row is then one copy, with no zero edges to write around it. Row by row, a 32-column
+/// row's 2-element edges and 28-element run were three library calls (memset, memmove):
+/// 13 % of knet4's step. Longer rows amortise those calls, and the padded copy is one more
+/// pass over the plane.
+const PADDED_UP_TO_COLUMNS: usize = 64;
 
 /// How to read a patch matrix ([`Patches::build`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -188,15 +194,15 @@ enum Patches {
     Gather(Vec<u32>),
     /// Stride 1: the plane copied once into a zero-padded [rows, columns] block, from which
     /// every tap's patch row is a shifted window, copied in fixed-width rows of the output's
-    /// width (vector moves at 8, 4 and 2 columns instead of one gathered element at a time).
+    /// width (vector moves at 32, 16, 8, 4 and 2 columns, not a library call per row).
     Padded { rows: usize, columns: usize },
 }
 
 impl Patches {
     fn new(g: &Geometry) -> Self {
-        let mode = match (g.ow < GATHER_BELOW_COLUMNS, g.stride == [1, 1]) {
-            (true, true) => PatchMode::Padded,
-            (true, false) if g.plane() < u32::MAX as usize => PatchMode::Gather,
+        let mode = match g.stride == [1, 1] {
+            true if g.ow <= PADDED_UP_TO_COLUMNS => PatchMode::Padded,
+            false if g.ow < GATHER_BELOW_COLUMNS && g.plane() < u32::MAX as usize => PatchMode::Gather,
             _ => PatchMode::Rows,
         };
         Self::build(g, mode)
@@ -297,6 +303,8 @@ impl Patches {
                         let block = &padded[i * g.dilation[0] * wp + j * g.dilation[1]..];
                         let dst = &mut cols[row(i * g.kw + j)..][..positions];
                         match g.ow {
+                            32 => shifted_rows::<32>(block, wp, dst),
+                            16 => shifted_rows::<16>(block, wp, dst),
                             8 => shifted_rows::<8>(block, wp, dst),
                             4 => shifted_rows::<4>(block, wp, dst),
                             2 => shifted_rows::<2>(block, wp, dst),
@@ -809,8 +817,10 @@ mod tests {
             ([1, 2, 12, 11], [4, 1, 3, 3], [1, 2], [(2, 2), (0, 3)], [2, 2], 2),
             ([1, 4, 2, 2], [4, 4, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
             ([1, 3, 40, 37], [4, 3, 11, 11], [4, 4], [(2, 2), (2, 2)], [1, 1], 1),
-            // Stride 1 at the padded plane's fixed widths (8, 4, 2 columns) and others, with
+            // Stride 1 at the padded plane's fixed widths (32, 16, 8, 4, 2 columns) and others, with
             // uneven, missing and oversized padding, dilation and a 1×1 kernel.
+            ([2, 3, 32, 32], [4, 3, 5, 5], [1, 1], [(2, 2), (2, 2)], [1, 1], 1),
+            ([2, 3, 16, 16], [4, 3, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
             ([2, 3, 8, 8], [4, 3, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
             ([2, 2, 4, 4], [3, 2, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
             ([2, 2, 2, 2], [3, 2, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
