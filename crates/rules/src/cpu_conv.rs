@@ -545,7 +545,9 @@ fn flipped_transpose(g: &Geometry, kernel: &[f32]) -> Vec<f32> {
 /// with `kernel`, shaped like x. With stride 1 it is a forward convolution of δy (one product
 /// of depth C_out·kh·kw per example); otherwise Kᵀ·δy_n (depth C_out) scattered back by col2im.
 pub fn input_grad(g: &Geometry, kernel: &[f32], dy: &[f32]) -> Vec<f32> {
-    if let Some(t) = g.transposed() {
+    // The flipped kernel is a copy of the kernel: where it outweighs δy's patch matrices
+    // (C_out > N·H_out·W_out, the ConvRNNs' 512-channel cells at 2×2) col2im costs less.
+    if let Some(t) = g.transposed().filter(|_| g.c_out <= g.batch * g.positions()) {
         return forward(&t, dy, &flipped_transpose(g, kernel), None);
     }
     input_grad_col2im(g, kernel, dy)
@@ -600,7 +602,10 @@ fn input_grad_col2im(g: &Geometry, kernel: &[f32], dy: &[f32]) -> Vec<f32> {
 /// A small δW sums the batch in [`WEIGHT_GRAD_CHUNKS`] chunks in parallel, each into its own
 /// buffer, added in order at the end; one of [`WHOLE_BATCH_WEIGHT_GRAD_FROM`] elements or more
 /// sums the whole batch into one buffer, the threads splitting each product's output instead
-/// (eight copies of ResNet-18's 9 MB last-stage kernel would cost more to add than to compute).
+/// (eight copies of ResNet-18's 9 MB last-stage kernel would cost more to add than to compute);
+/// where that kernel also outweighs a product's patch matrix, the patch matrix is transposed
+/// rather than the result (for the RGC cells' 512-channel kernels at 2×2 a call took 4.65 ms
+/// against the forward's 2.26, the result's transpose and second 9 MB buffer included).
 pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (positions, rows, opg) = (g.positions(), g.patch_rows(), g.out_per_group());
     let (x_size, y_size) = (g.c_in * g.plane(), g.c_out * positions);
@@ -613,12 +618,16 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let per = g.examples_per_product().min(chunk);
     let parallelism = inner_parallelism(g.batch.div_ceil(chunk));
     let parallel = matches!(parallelism, Parallelism::Rayon(_));
+    // Where the kernel outweighs a product's patch matrix (C_out/g > its columns: a large kernel
+    // over few positions, as the ConvRNNs' 512-channel cells at 2×2) the patch matrix is
+    // transposed instead of the result: the product is written straight in δW's layout.
+    let patches_transposed = chunks == 1 && opg > per * positions;
     let patches = Patches::new(g);
     let partial: Vec<Vec<f32>> = (0..g.batch.div_ceil(chunk))
         .into_par_iter()
         .map(|c| {
             let mut dw = vec![0.0f32; size];
-            let (mut cols, mut dy_side) = (Vec::new(), Vec::new());
+            let (mut cols, mut dy_side, mut cols_t) = (Vec::new(), Vec::new(), Vec::new());
             let end = ((c + 1) * chunk).min(g.batch);
             for (step, n0) in (c * chunk..end).step_by(per).enumerate() {
                 let count = per.min(end - n0);
@@ -626,6 +635,22 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 let (x_chunk, dy_chunk) = (&x[n0 * x_size..][..count * x_size], &dy[n0 * y_size..][..count * y_size]);
                 for group in 0..g.groups {
                     let patch_matrix = patches.matrix(g, x_chunk, count, group, &mut cols, parallel);
+                    if patches_transposed {
+                        // δW_g [C_out/g, rows] row-major is [rows, C_out/g] column-major: cols · δyᵀ,
+                        // with cols read from its transpose [width, rows] (m-contiguous for gemm).
+                        cols_t.resize(rows * width, 0.0);
+                        transpose_into(patch_matrix, rows, width, &mut cols_t);
+                        let d = if count == 1 {
+                            &dy_chunk[group * opg * positions..][..opg * positions]
+                        } else {
+                            dy_side.resize(opg * width, 0.0);
+                            side_by_side(dy_chunk, g.c_out, group * opg, opg, positions, count, &mut dy_side);
+                            &dy_side[..]
+                        };
+                        let out = &mut dw[group * opg * rows..(group + 1) * opg * rows];
+                        matmul_col_major(out, rows, opg, width, Mat::rows(&cols_t, rows).t(), Mat::rows(d, width).t(), step > 0, parallelism);
+                        continue;
+                    }
                     // δy transposed ([width, C_out/g]), so that it runs along C_out, and the
                     // product column-major: with both operands along the positions gemm would
                     // copy one into shape element by element (see matmul_col_major).
@@ -643,6 +668,9 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         .collect();
     let mut parts = partial.into_iter();
     let mut total = parts.next().expect("at least one chunk");
+    if patches_transposed {
+        return total;
+    }
     for part in parts {
         total.iter_mut().zip(&part).for_each(|(t, p)| *t += p);
     }
@@ -776,6 +804,9 @@ mod tests {
             (19, 4, 4, 4, 6, 3, 3, [2, 2], [(1, 1), (1, 1)], [1, 1], 2),
             (21, 4, 4, 4, 6, 1, 1, [1, 1], [(0, 0), (0, 0)], [1, 1], 2),
             (5, 128, 4, 4, 128, 3, 3, [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
+            // A large kernel over 2×2 positions, in groups: the weight gradient from the
+            // transposed patch matrix.
+            (6, 64, 2, 2, 512, 3, 3, [1, 1], [(1, 1), (1, 1)], [1, 1], 2),
         ];
         for &(n, c_in, h, w, c_out, kh, kw, stride, padding, dilation, groups) in cases {
             let options = ConvOptions::new_with_padding(stride, padding, dilation, groups);
