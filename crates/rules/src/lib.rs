@@ -38,6 +38,7 @@ pub mod rule;
 pub mod seeder;
 pub mod source;
 pub mod tap;
+pub mod update;
 #[doc(hidden)]
 pub mod testing;
 

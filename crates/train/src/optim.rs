@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
-use plastic_rules::replace_value;
+use plastic_rules::update;
 use serde::{Deserialize, Serialize};
 
 use crate::config::OptimizerKind;
@@ -273,8 +273,11 @@ impl ModuleMapper for StepMapper<'_> {
         let decays = group_of(&path) == Group::Feedback || path.ends_with("weight");
         let weight_decay = if decays { settings.weight_decay } else { 0.0 };
         let lr = settings.lr * self.multiplier;
-        let autodiff = param.val().is_autodiff();
-        let w = param.val().inner();
+        let (autodiff, require_grad) = (param.val().is_autodiff(), param.is_require_grad());
+        // The value taken out of the parameter, so that nothing else holds it and the update
+        // can be written over it (plastic_rules::update).
+        let (id, value, mapper) = param.consume();
+        let w = value.inner();
         let dims = w.dims();
         let n = w.shape().num_elements();
         let mut g = grad.inner().reshape([n]);
@@ -317,8 +320,9 @@ impl ModuleMapper for StepMapper<'_> {
         if weight_decay > 0.0 && settings.decoupled {
             wf = wf * (1.0 - lr * weight_decay);
         }
-        let updated = (wf - direction * lr).reshape(dims);
-        replace_value(param, updated, autodiff)
+        let updated = update::sub_scaled(wf, direction, lr as f32).reshape(dims);
+        let value = if autodiff { Tensor::from_inner(updated).set_require_grad(require_grad) } else { updated };
+        Param::from_mapped_value(id, value, mapper)
     }
 }
 
