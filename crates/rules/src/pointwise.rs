@@ -14,6 +14,7 @@
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::Tensor;
@@ -56,6 +57,11 @@ pub trait PointwiseBackend: Backend {
             GateNonlinearity::Tanh => Self::float_tanh(z),
         };
         Self::float_add_scalar(Self::float_mul_scalar(f, multiplier.into()), offset.into())
+    }
+
+    /// `scale · sign(x)` (0 at 0, NaN at NaN): sign symmetry's B, never differentiated.
+    fn scaled_sign(x: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
+        Self::float_mul_scalar(Self::float_sign(x), scale.into())
     }
 
     /// δz of [`PointwiseBackend::gate`] from its input z: δg · multiplier · f'(z).
@@ -108,6 +114,13 @@ impl PointwiseBackend for Flex {
         }
     }
 
+    fn scaled_sign(x: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
+        if let Some(b) = on_flex_f32(F32Op::ScaledSign(scale), &x, None) {
+            return b;
+        }
+        Self::float_mul_scalar(Self::float_sign(x), scale.into())
+    }
+
     fn gate_backward(z: FloatTensor<Self>, grad: FloatTensor<Self>, nonlinearity: GateNonlinearity, multiplier: f32) -> FloatTensor<Self> {
         if let Some(d) = on_flex_f32(F32Op::GateBackward(nonlinearity, multiplier), &z, Some(&grad)) {
             return d;
@@ -154,6 +167,8 @@ enum F32Op {
     Gate(GateNonlinearity, f32, f32),
     /// From the gate's input z and δg: nonlinearity, multiplier.
     GateBackward(GateNonlinearity, f32),
+    /// `scale · sign(x)`.
+    ScaledSign(f32),
 }
 
 /// `op` over `a` (and `b` for a backward), into `out`.
@@ -173,6 +188,8 @@ fn apply(op: F32Op, a: &[f32], b: &[f32], out: &mut [f32]) {
             let t = tanh32(v);
             *o = g * multiplier * (1.0 - t * t);
         }),
+        // sign(0) = 0 and sign(NaN) = NaN as burn's, times the scale: v · 0 keeps both.
+        F32Op::ScaledSign(scale) => out.iter_mut().zip(a).for_each(|(o, &v)| *o = if v > 0.0 { scale } else if v < 0.0 { -scale } else { v * 0.0 * scale }),
     }
 }
 
@@ -343,6 +360,11 @@ pub fn elu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as PointwiseBackend>::elu(x.into_dispatch()))
 }
 
+/// `scale · sign(x)` in one pass (sign symmetry's B; a constant, never differentiated).
+pub fn scaled_sign<const D: usize>(x: Tensor<D>, scale: f32) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as PointwiseBackend>::scaled_sign(x.into_dispatch(), scale))
+}
+
 /// σ(x), as the gate with offset 0 and multiplier 1.
 pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     gate(x, GateNonlinearity::Sigmoid, 0.0, 1.0)
@@ -472,8 +494,11 @@ mod tests {
         let y = values(elu(x.clone()));
         assert_eq!(y[1..3], [0.0, 2.0]);
         assert!((y[0] as f64 - (-1.0f64).exp_m1()).abs() < 1e-7 && (y[3] + 1.0).abs() < 1e-7);
-        let g = values(gate(x, GateNonlinearity::Sigmoid, 0.0, 1.0));
+        let g = values(gate(x.clone(), GateNonlinearity::Sigmoid, 0.0, 1.0));
         assert!((g[1] - 0.5).abs() < 1e-7 && g[3] > 0.0 && g[3] < 1e-12);
+        assert_eq!(values(scaled_sign(x, 0.25)), [-0.25, 0.0, 0.25, -0.25]);
+        let nan = Tensor::<1>::from_data(TensorData::new(vec![f32::NAN], [1]), &Device::flex());
+        assert!(values(scaled_sign(nan, 0.25))[0].is_nan());
     }
 
     /// A tensor of several parallel blocks and a part block, and a strided (transposed) one:

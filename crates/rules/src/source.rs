@@ -45,9 +45,12 @@ impl FeedbackSource {
     /// returned as a constant, so no gradient flows from B into W.
     pub fn sign_feedback<const D: usize>(&self, weight: &Tensor<D>, magnitude: Option<Tensor<D>>, step: u64) -> Tensor<D> {
         let w = weight.clone().inner();
+        if self.rule == LayerRule::SignSymmetry(SignVariant::Usf) {
+            let b = crate::pointwise::scaled_sign(w, self.init.std(self.fan_in, self.fan_out));
+            return if weight.is_autodiff() { Tensor::from_inner(b) } else { b };
+        }
         let sign = w.clone().sign();
         let b = match self.rule {
-            LayerRule::SignSymmetry(SignVariant::Usf) => sign * self.init.std(self.fan_in, self.fan_out),
             LayerRule::SignSymmetry(SignVariant::Frsf) => sign * magnitude.expect("frSF stores its magnitudes").inner(),
             LayerRule::SignSymmetry(SignVariant::Brsf) => {
                 let dims = w.dims();
