@@ -80,6 +80,9 @@ struct Scratch {
     rows: usize,
     len: usize,
     phases: Vec<f32>,
+    /// Where each plane row's run of one column phase lies: its first cell in the plane (its
+    /// columns every s-th from there) and its cells in `phases`. The same for every plane.
+    runs: Vec<(usize, std::ops::Range<usize>)>,
     /// Column maxima, `[qr][t][m]`, and their window columns kc.
     values: Vec<f32>,
     columns: Vec<u32>,
@@ -99,14 +102,8 @@ impl Scratch {
         let phases = vec![pad; s * s * rows * len + reach];
         let (values, columns) = (vec![0.0; s * rows * len], vec![0; s * rows * len]);
         let (best, taps) = (vec![0.0; oh * len], vec![0; oh * len]);
-        Scratch { window, h, w, oh, ow, rows, len, phases, values, columns, best, taps }
-    }
-
-    /// `plane` (h × w) into `phases`.
-    #[inline(always)]
-    fn split(&mut self, plane: &[f32]) {
-        let PoolWindow { stride: s, padding: p, .. } = self.window;
-        let (w, len) = (self.w, self.len);
+        let p = window.padding;
+        let mut runs = Vec::new();
         for q in 0..s {
             // Phase q's columns m with m·s + q − p inside the plane.
             let lo = p.saturating_sub(q).div_ceil(s);
@@ -115,19 +112,25 @@ impl Scratch {
                 continue;
             }
             for qr in 0..s {
-                for t in 0..self.rows {
-                    let r = t * s + qr;
-                    if r < p || r - p >= self.h {
-                        continue;
-                    }
-                    let row = &plane[(r - p) * w..][lo * s + q - p..];
-                    let dst = &mut self.phases[((q * s + qr) * self.rows + t) * len..][lo..hi];
-                    match s {
-                        1 => dst.copy_from_slice(&row[..dst.len()]),
-                        2 => every::<2>(row, dst),
-                        _ => dst.iter_mut().zip(row.iter().step_by(s)).for_each(|(d, &v)| *d = v),
-                    }
+                for t in (0..rows).filter(|t| t * s + qr >= p && t * s + qr - p < h) {
+                    let at = ((q * s + qr) * rows + t) * len;
+                    runs.push(((t * s + qr - p) * w + lo * s + q - p, at + lo..at + hi));
                 }
+            }
+        }
+        Scratch { window, h, w, oh, ow, rows, len, phases, runs, values, columns, best, taps }
+    }
+
+    /// `plane` (h × w) into `phases`.
+    #[inline(always)]
+    fn split(&mut self, plane: &[f32]) {
+        let s = self.window.stride;
+        for (at, range) in &self.runs {
+            let (row, dst) = (&plane[*at..], &mut self.phases[range.clone()]);
+            match s {
+                1 => dst.copy_from_slice(&row[..dst.len()]),
+                2 => every::<2>(row, dst),
+                _ => dst.iter_mut().zip(row.iter().step_by(s)).for_each(|(d, &v)| *d = v),
             }
         }
     }
@@ -215,8 +218,8 @@ impl Scratch {
     /// `best` (0 in the columns past ow), δ of each plane cell, written into `dx` (h × w).
     #[inline(always)]
     fn sum_backward(&mut self, dx: &mut [f32]) {
-        let PoolWindow { kernel: k, stride: s, padding: p } = self.window;
-        let (block, len, w) = (self.rows * self.len, self.len, self.w);
+        let PoolWindow { kernel: k, stride: s, .. } = self.window;
+        let (block, len) = (self.rows * self.len, self.len);
         let n = self.oh * len;
         self.values.fill(0.0);
         for kr in 0..k {
@@ -231,26 +234,12 @@ impl Scratch {
                 target.iter_mut().zip(values).for_each(|(t, g)| *t += g);
             }
         }
-        for q in 0..s {
-            let lo = p.saturating_sub(q).div_ceil(s);
-            let hi = (w + p).saturating_sub(q).div_ceil(s).min(len);
-            if lo >= hi {
-                continue;
-            }
-            for qr in 0..s {
-                for t in 0..self.rows {
-                    let r = t * s + qr;
-                    if r < p || r - p >= self.h {
-                        continue;
-                    }
-                    let row = &mut dx[(r - p) * w..][lo * s + q - p..w];
-                    let src = &self.phases[((q * s + qr) * self.rows + t) * len..][lo..hi];
-                    match s {
-                        1 => row[..src.len()].copy_from_slice(src),
-                        2 => every_into::<2>(src, row),
-                        _ => row.iter_mut().step_by(s).zip(src).for_each(|(d, &v)| *d = v),
-                    }
-                }
+        for (at, range) in &self.runs {
+            let (src, row) = (&self.phases[range.clone()], &mut dx[*at..]);
+            match s {
+                1 => row[..src.len()].copy_from_slice(src),
+                2 => every_into::<2>(src, row),
+                _ => row.iter_mut().step_by(s).zip(src).for_each(|(d, &v)| *d = v),
             }
         }
     }
