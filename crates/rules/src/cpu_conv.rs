@@ -241,15 +241,11 @@ impl Patches {
     /// [`Patches::fill`] otherwise).
     fn matrix<'a>(&self, g: &Geometry, x: &'a [f32], count: usize, group: usize, cols: &'a mut Vec<f32>, parallel: bool) -> &'a [f32] {
         let (rows, positions) = (g.patch_rows(), g.positions());
-        if count == 1 && g.is_pointwise() {
-            return &x[group * rows * positions..][..rows * positions];
+        if g.is_pointwise() {
+            return side_by_side(x, g.c_in, group * rows, rows, positions, count, cols);
         }
         cols.resize(rows * count * positions, 0.0);
-        if g.is_pointwise() {
-            side_by_side(x, g.c_in, group * rows, rows, positions, count, cols);
-        } else {
-            self.fill(g, x, count, group * g.in_per_group(), cols, parallel);
-        }
+        self.fill(g, x, count, group * g.in_per_group(), cols, parallel);
         cols
     }
 
@@ -421,15 +417,21 @@ fn col2im(g: &Geometry, cols: &[f32], ld: usize, col0: usize, c0: usize, dx: &mu
     }
 }
 
-/// Channels `c0..c0 + rows` of `count` consecutive [C, positions] examples in `src`, laid side
-/// by side as a [rows, count·positions] matrix in `dst` (example e in columns e·positions…).
-fn side_by_side(src: &[f32], channels: usize, c0: usize, rows: usize, positions: usize, count: usize, dst: &mut [f32]) {
+/// Channels `c0..c0 + rows` of `count` consecutive [C, positions] examples in `src`, side by
+/// side as a [rows, count·positions] matrix (example e in columns e·positions…): one example's
+/// own rows in place, several laid out in `buffer`.
+fn side_by_side<'a>(src: &'a [f32], channels: usize, c0: usize, rows: usize, positions: usize, count: usize, buffer: &'a mut Vec<f32>) -> &'a [f32] {
+    if count == 1 {
+        return &src[c0 * positions..][..rows * positions];
+    }
     let width = count * positions;
-    for (r, row) in dst[..rows * width].chunks_exact_mut(width).enumerate() {
+    buffer.resize(rows * width, 0.0);
+    for (r, row) in buffer.chunks_exact_mut(width).enumerate() {
         for (e, part) in row.chunks_exact_mut(positions).enumerate() {
             part.copy_from_slice(&src[(e * channels + c0 + r) * positions..][..positions]);
         }
     }
+    buffer
 }
 
 /// The inverse of [`side_by_side`]: a [rows, count·positions] matrix written back into
@@ -600,13 +602,7 @@ fn input_grad_col2im(g: &Geometry, kernel: &[f32], dy: &[f32]) -> Vec<f32> {
             let dy_chunk = &dy[chunk * per * y_size..][..count * y_size];
             for group in 0..g.groups {
                 let k = Mat::rows(&kernel[group * opg * rows..][..opg * rows], rows).t();
-                let d = if count == 1 {
-                    Mat::rows(&dy_chunk[group * opg * positions..][..opg * positions], positions)
-                } else {
-                    dy_side.resize(opg * width, 0.0);
-                    side_by_side(dy_chunk, g.c_out, group * opg, opg, positions, count, dy_side);
-                    Mat::rows(dy_side, width)
-                };
+                let d = Mat::rows(side_by_side(dy_chunk, g.c_out, group * opg, opg, positions, count, dy_side), width);
                 if g.is_pointwise() && count == 1 {
                     let out = &mut dx_chunk[group * rows * positions..][..rows * positions];
                     matmul(out, rows, positions, opg, k, d, false, parallelism);
@@ -669,13 +665,7 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
                         // with cols read from its transpose [width, rows] (m-contiguous for gemm).
                         cols_t.resize(rows * width, 0.0);
                         transpose_into(patch_matrix, rows, width, &mut cols_t);
-                        let d = if count == 1 {
-                            &dy_chunk[group * opg * positions..][..opg * positions]
-                        } else {
-                            dy_side.resize(opg * width, 0.0);
-                            side_by_side(dy_chunk, g.c_out, group * opg, opg, positions, count, &mut dy_side);
-                            &dy_side[..]
-                        };
+                        let d = side_by_side(dy_chunk, g.c_out, group * opg, opg, positions, count, &mut dy_side);
                         let out = &mut dw[group * opg * rows..(group + 1) * opg * rows];
                         matmul_col_major(out, rows, opg, width, Mat::rows(&cols_t, rows).t(), Mat::rows(d, width).t(), step > 0, parallelism);
                         continue;

@@ -92,15 +92,14 @@ impl PointwiseBackend for Flex {
         if let Some(y) = on_flex_f32(F32Op::Elu, &x, None) {
             return y;
         }
-        // Accurate near 0 (as expm1) and vectorised; NaN propagates.
-        burn_flex::ops::unary::unary_op(x, |v: f32| if v > 0.0 { v } else { expm1_nonpositive32(v) }, |v: f64| if v > 0.0 { v } else { v.exp_m1() })
+        burn_flex::ops::unary::unary_op(x, elu32, |v: f64| if v > 0.0 { v } else { v.exp_m1() })
     }
 
     fn elu_backward(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         if let Some(d) = on_flex_f32(F32Op::EluBackward, &output, Some(&grad)) {
             return d;
         }
-        burn_flex::ops::binary::binary_op(output, grad, |y: f32, g| if y > 0.0 { g } else { g * (y + 1.0) }, |y: f64, g| if y > 0.0 { g } else { g * (y + 1.0) }, None)
+        burn_flex::ops::binary::binary_op(output, grad, elu_backward32, |y: f64, g| if y > 0.0 { g } else { g * (y + 1.0) }, None)
     }
 
     fn gate(z: FloatTensor<Self>, nonlinearity: GateNonlinearity, offset: f32, multiplier: f32) -> FloatTensor<Self> {
@@ -108,9 +107,10 @@ impl PointwiseBackend for Flex {
             return g;
         }
         let (o, m) = (offset as f64, multiplier as f64);
+        let f32_gate = move |v: f32| gate32(v, nonlinearity, offset, multiplier);
         match nonlinearity {
-            GateNonlinearity::Sigmoid => burn_flex::ops::unary::unary_op(z, move |v: f32| offset + multiplier * sigmoid32(v), move |v: f64| o + m * sigmoid64(v)),
-            GateNonlinearity::Tanh => burn_flex::ops::unary::unary_op(z, move |v: f32| offset + multiplier * tanh32(v), move |v: f64| o + m * v.tanh()),
+            GateNonlinearity::Sigmoid => burn_flex::ops::unary::unary_op(z, f32_gate, move |v: f64| o + m * sigmoid64(v)),
+            GateNonlinearity::Tanh => burn_flex::ops::unary::unary_op(z, f32_gate, move |v: f64| o + m * v.tanh()),
         }
     }
 
@@ -126,14 +126,12 @@ impl PointwiseBackend for Flex {
             return d;
         }
         let m = multiplier as f64;
+        let f32_grad = move |v: f32, g| gate_backward32(v, g, nonlinearity, multiplier);
         match nonlinearity {
             GateNonlinearity::Sigmoid => burn_flex::ops::binary::binary_op(
                 z,
                 grad,
-                move |v: f32, g| {
-                    let s = sigmoid32(v);
-                    g * multiplier * s * (1.0 - s)
-                },
+                f32_grad,
                 move |v: f64, g| {
                     let s = sigmoid64(v);
                     g * m * s * (1.0 - s)
@@ -143,10 +141,7 @@ impl PointwiseBackend for Flex {
             GateNonlinearity::Tanh => burn_flex::ops::binary::binary_op(
                 z,
                 grad,
-                move |v: f32, g| {
-                    let t = tanh32(v);
-                    g * multiplier * (1.0 - t * t)
-                },
+                f32_grad,
                 move |v: f64, g| {
                     let t = v.tanh();
                     g * m * (1.0 - t * t)
@@ -157,7 +152,43 @@ impl PointwiseBackend for Flex {
     }
 }
 
-/// This module's ops on f32 values (the same formulas as the burn-flex closures above).
+/// elu(v), accurate near 0 (as expm1) and vectorisable; NaN propagates.
+#[inline(always)]
+fn elu32(v: f32) -> f32 {
+    if v > 0.0 { v } else { expm1_nonpositive32(v) }
+}
+
+/// δx of elu from its output y and δy.
+#[inline(always)]
+fn elu_backward32(y: f32, g: f32) -> f32 {
+    if y > 0.0 { g } else { g * (y + 1.0) }
+}
+
+/// `offset + multiplier · f(v)`.
+#[inline(always)]
+fn gate32(v: f32, nonlinearity: GateNonlinearity, offset: f32, multiplier: f32) -> f32 {
+    match nonlinearity {
+        GateNonlinearity::Sigmoid => offset + multiplier * sigmoid32(v),
+        GateNonlinearity::Tanh => offset + multiplier * tanh32(v),
+    }
+}
+
+/// δz of the gate from its input v and δg.
+#[inline(always)]
+fn gate_backward32(v: f32, g: f32, nonlinearity: GateNonlinearity, multiplier: f32) -> f32 {
+    match nonlinearity {
+        GateNonlinearity::Sigmoid => {
+            let s = sigmoid32(v);
+            g * multiplier * s * (1.0 - s)
+        }
+        GateNonlinearity::Tanh => {
+            let t = tanh32(v);
+            g * multiplier * (1.0 - t * t)
+        }
+    }
+}
+
+/// This module's ops on f32 values (the formulas above; burn-flex's loops use them too).
 #[derive(Debug, Clone, Copy)]
 enum F32Op {
     Elu,
@@ -175,19 +206,14 @@ enum F32Op {
 #[inline(always)]
 fn apply(op: F32Op, a: &[f32], b: &[f32], out: &mut [f32]) {
     use GateNonlinearity::{Sigmoid, Tanh};
+    // One loop per op (and nonlinearity), so that each is a plain loop the compiler vectorises.
     match op {
-        F32Op::Elu => out.iter_mut().zip(a).for_each(|(o, &v)| *o = if v > 0.0 { v } else { expm1_nonpositive32(v) }),
-        F32Op::EluBackward => out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&y, &g))| *o = if y > 0.0 { g } else { g * (y + 1.0) }),
-        F32Op::Gate(Sigmoid, offset, multiplier) => out.iter_mut().zip(a).for_each(|(o, &v)| *o = offset + multiplier * sigmoid32(v)),
-        F32Op::Gate(Tanh, offset, multiplier) => out.iter_mut().zip(a).for_each(|(o, &v)| *o = offset + multiplier * tanh32(v)),
-        F32Op::GateBackward(Sigmoid, multiplier) => out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&v, &g))| {
-            let s = sigmoid32(v);
-            *o = g * multiplier * s * (1.0 - s);
-        }),
-        F32Op::GateBackward(Tanh, multiplier) => out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&v, &g))| {
-            let t = tanh32(v);
-            *o = g * multiplier * (1.0 - t * t);
-        }),
+        F32Op::Elu => out.iter_mut().zip(a).for_each(|(o, &v)| *o = elu32(v)),
+        F32Op::EluBackward => out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&y, &g))| *o = elu_backward32(y, g)),
+        F32Op::Gate(Sigmoid, offset, multiplier) => out.iter_mut().zip(a).for_each(|(o, &v)| *o = gate32(v, Sigmoid, offset, multiplier)),
+        F32Op::Gate(Tanh, offset, multiplier) => out.iter_mut().zip(a).for_each(|(o, &v)| *o = gate32(v, Tanh, offset, multiplier)),
+        F32Op::GateBackward(Sigmoid, multiplier) => out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&v, &g))| *o = gate_backward32(v, g, Sigmoid, multiplier)),
+        F32Op::GateBackward(Tanh, multiplier) => out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&v, &g))| *o = gate_backward32(v, g, Tanh, multiplier)),
         // sign(0) = 0 and sign(NaN) = NaN as burn's, times the scale: v · 0 keeps both.
         F32Op::ScaledSign(scale) => out.iter_mut().zip(a).for_each(|(o, &v)| *o = if v > 0.0 { scale } else if v < 0.0 { -scale } else { v * 0.0 * scale }),
     }
