@@ -10,11 +10,11 @@
 #   scripts/observe_cost.sh                 # both configs, 5 pairs each
 #   PAIRS=3 CONFIGS=configs/quickstart.toml scripts/observe_cost.sh
 #
-# Uses the release binary at $PLASTIC (default: target/release/plastic, or
-# $CARGO_TARGET_DIR/release/plastic). Runs write to a temporary directory.
+# Uses the release binary at $PLASTIC (default: $CARGO_TARGET_DIR/release/plastic, with
+# CARGO_TARGET_DIR defaulting to ~/.cache/plastic-target as in .ci/run). Runs write to a temporary directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PLASTIC="${PLASTIC:-${CARGO_TARGET_DIR:-target}/release/plastic}"
+PLASTIC="${PLASTIC:-${CARGO_TARGET_DIR:-$HOME/.cache/plastic-target}/release/plastic}"
 PAIRS="${PAIRS:-5}"
 CONFIGS="${CONFIGS:-configs/quickstart.toml configs/convrnn_quickstart.toml}"
 OUT="$(mktemp -d)"

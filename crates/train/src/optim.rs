@@ -281,15 +281,35 @@ impl ModuleMapper for StepMapper<'_> {
         let dims = w.dims();
         let n = w.shape().num_elements();
         let mut g = grad.inner().reshape([n]);
+        let mut wf = w.reshape([n]);
+        let state = self.opt.state.entry(path).or_insert_with(|| ParamState { steps: 0, slots: Vec::new() });
+        state.steps += 1;
+        // SGD with momentum after its first step, the usual case: one fused pass
+        // (plastic_rules::update), the same arithmetic as the composed ops below.
+        if matches!(settings.kind, OptimizerKind::Sgd) && settings.momentum > 0.0 && state.slots.len() == 1 {
+            let v = state.slots.pop().expect("one momentum buffer");
+            let coupled = weight_decay > 0.0 && !settings.decoupled;
+            let decoupled = weight_decay > 0.0 && settings.decoupled;
+            let step = update::SgdStep {
+                grad_scale: scale,
+                decay: if coupled { weight_decay as f32 } else { 0.0 },
+                momentum: settings.momentum as f32,
+                nesterov: settings.nesterov,
+                shrink: if decoupled { (1.0 - lr * weight_decay) as f32 } else { 1.0 },
+                lr: lr as f32,
+            };
+            let (updated, v) = update::sgd_momentum_step(wf, g, v, step);
+            state.slots = vec![v];
+            let updated = updated.reshape(dims);
+            let value = if autodiff { Tensor::from_inner(updated).set_require_grad(require_grad) } else { updated };
+            return Param::from_mapped_value(id, value, mapper);
+        }
         if scale != 1.0 {
             g = g * scale;
         }
-        let mut wf = w.reshape([n]);
         if weight_decay > 0.0 && !settings.decoupled {
             g = g + wf.clone() * weight_decay;
         }
-        let state = self.opt.state.entry(path).or_insert_with(|| ParamState { steps: 0, slots: Vec::new() });
-        state.steps += 1;
         let direction = match settings.kind {
             OptimizerKind::Sgd => {
                 if settings.momentum > 0.0 {
