@@ -492,17 +492,93 @@ fn gemm_into(dst: &mut [f32], [dst_rs, dst_cs]: [isize; 2], m: usize, n: usize, 
     unsafe { gemm::gemm(m, n, k, dst.as_mut_ptr(), dst_cs, dst_rs, accumulate, lhs.ptr, lhs.cs, lhs.rs, rhs.ptr, rhs.cs, rhs.rs, 1.0f32, 1.0f32, false, false, false, parallelism) }
 }
 
-/// `src` ([rows, cols], row-major) transposed into `dst` ([cols, rows]): in bands of 64 source
-/// rows, each destination row's run written in order while the band's source lines stay in L1.
+/// `src` ([rows, cols], row-major) transposed into `dst` ([cols, rows]). With AVX, in 8 × 8
+/// tiles (eight row loads, an in-register transpose, eight stores): the element-by-element
+/// form was 4 % of ResNet-18's step, mostly the weight gradient's per-example δy transposes.
+/// Edges, and CPUs without AVX, go through [`transpose_banded`].
 fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    const BAND: usize = 64;
     let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
+    #[cfg(target_arch = "x86_64")]
+    if rows >= 8 && cols >= 8 && std::arch::is_x86_feature_detected!("avx") {
+        let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
+        // SAFETY: the CPU has AVX; every tile lies inside both slices (r8 ≤ rows, c8 ≤ cols).
+        unsafe { transpose_tiles_avx(src, rows, cols, r8, c8, dst) };
+        // The last columns of the tiled rows, then the last rows whole.
+        transpose_part(src, rows, cols, 0..r8, c8..cols, dst);
+        transpose_part(src, rows, cols, r8..rows, 0..cols, dst);
+        return;
+    }
+    transpose_banded(src, rows, cols, dst);
+}
+
+/// [`transpose_into`] without vector shuffles: in bands of 64 source rows, each destination
+/// row's run written in order while the band's source lines stay in L1.
+fn transpose_banded(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const BAND: usize = 64;
     for r0 in (0..rows).step_by(BAND) {
-        let band = &src[r0 * cols..(r0 + BAND).min(rows) * cols];
-        for c in 0..cols {
-            let run = &mut dst[c * rows + r0..][..band.len() / cols];
-            for (v, source_row) in run.iter_mut().zip(band.chunks_exact(cols)) {
-                *v = source_row[c];
+        transpose_part(src, rows, cols, r0..(r0 + BAND).min(rows), 0..cols, dst);
+    }
+}
+
+/// The source rows `rs` × columns `cs` of [`transpose_into`], one destination run at a time.
+fn transpose_part(src: &[f32], rows: usize, cols: usize, rs: std::ops::Range<usize>, cs: std::ops::Range<usize>, dst: &mut [f32]) {
+    if rs.is_empty() {
+        return;
+    }
+    let band = &src[rs.start * cols..rs.end * cols];
+    for c in cs {
+        let run = &mut dst[c * rows + rs.start..][..rs.len()];
+        for (v, source_row) in run.iter_mut().zip(band.chunks_exact(cols)) {
+            *v = source_row[c];
+        }
+    }
+}
+
+/// The 8 × 8 tiles of rows `..r8` and columns `..c8` (multiples of 8) of [`transpose_into`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose_tiles_avx(src: &[f32], rows: usize, cols: usize, r8: usize, c8: usize, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    for r0 in (0..r8).step_by(8) {
+        for c0 in (0..c8).step_by(8) {
+            // SAFETY (all pointer arithmetic): rows r0..r0 + 8 ≤ r8 ≤ rows and columns
+            // c0..c0 + 8 ≤ c8 ≤ cols of src, and the same transposed of dst.
+            let at = unsafe { s.add(r0 * cols + c0) };
+            let r = unsafe { [0, 1, 2, 3, 4, 5, 6, 7].map(|i| _mm256_loadu_ps(at.add(i * cols))) };
+            // Pairs of rows interleaved, then pairs of pairs: lane halves hold columns j and j + 4.
+            let t = [
+                _mm256_unpacklo_ps(r[0], r[1]),
+                _mm256_unpackhi_ps(r[0], r[1]),
+                _mm256_unpacklo_ps(r[2], r[3]),
+                _mm256_unpackhi_ps(r[2], r[3]),
+                _mm256_unpacklo_ps(r[4], r[5]),
+                _mm256_unpackhi_ps(r[4], r[5]),
+                _mm256_unpacklo_ps(r[6], r[7]),
+                _mm256_unpackhi_ps(r[6], r[7]),
+            ];
+            let q = [
+                _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+                _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+                _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+                _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+                _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+                _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+                _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+                _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+            ];
+            let columns = [
+                _mm256_permute2f128_ps::<0x20>(q[0], q[4]),
+                _mm256_permute2f128_ps::<0x20>(q[1], q[5]),
+                _mm256_permute2f128_ps::<0x20>(q[2], q[6]),
+                _mm256_permute2f128_ps::<0x20>(q[3], q[7]),
+                _mm256_permute2f128_ps::<0x31>(q[0], q[4]),
+                _mm256_permute2f128_ps::<0x31>(q[1], q[5]),
+                _mm256_permute2f128_ps::<0x31>(q[2], q[6]),
+                _mm256_permute2f128_ps::<0x31>(q[3], q[7]),
+            ];
+            for (j, column) in columns.into_iter().enumerate() {
+                unsafe { _mm256_storeu_ps(d.add((c0 + j) * rows + r0), column) };
             }
         }
     }
@@ -795,6 +871,23 @@ pub fn try_weight_grad<B: Backend>(x: &FloatTensor<B>, kernel: &FloatTensor<B>, 
 mod tests {
     use super::*;
     use burn::tensor::{Device, Distribution, Tensor};
+
+    /// The tiled transpose (and its scalar edges) against the definition, on shapes with and
+    /// without whole 8 × 8 tiles, thin and wide.
+    #[test]
+    fn transpose_into_transposes_every_shape() {
+        let shapes = (1..=19).flat_map(|r| (1..=19).map(move |c| (r, c))).chain([(64, 33), (512, 16), (13, 1024), (16, 4), (100, 9)]);
+        for (rows, cols) in shapes {
+            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let mut dst = vec![f32::NAN; rows * cols];
+            transpose_into(&src, rows, cols, &mut dst);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(dst[c * rows + r], src[r * cols + c], "{rows}×{cols} at ({r}, {c})");
+                }
+            }
+        }
+    }
 
     /// Every kernel of the zoo's shapes against burn's own conv2d and its generic backward
     /// (which run on flex when these return `None`), on random data.
