@@ -870,8 +870,8 @@ pub fn try_weight_grad<B: Backend>(x: &FloatTensor<B>, kernel: &FloatTensor<B>, 
 /// The bias gradient Σ_{n, y, x} δy[n, c, y, x] of an f32 flex δy [N, C, H, W], or `None` for
 /// another backend, dtype or rank. burn's generic one swaps δy's first two axes into a
 /// contiguous copy before it sums (burn-flex's `copy_2d_tiled`, 4.6 % of the convnet's step);
-/// here each channel's planes are summed where they lie, in f32 lanes within a plane and f64
-/// across planes, one channel per task: a fixed order, the same bits whatever the thread count.
+/// here each channel's planes are summed where they lie, as the batch norm sums them
+/// ([`crate::norm::channel_sums`]).
 pub fn try_bias_grad<B: Backend>(dy: &FloatTensor<B>) -> Option<FloatTensor<B>> {
     let df = as_flex::<B>(dy)?;
     let shape = df.layout().shape().clone();
@@ -879,44 +879,13 @@ pub fn try_bias_grad<B: Backend>(dy: &FloatTensor<B>) -> Option<FloatTensor<B>> 
         return None;
     }
     let (batch, channels, plane) = (shape[0], shape[1], shape[2] * shape[3]);
-    Some(to_primitive::<B>(bias_grad(&values(df), batch, channels, plane), [channels]))
-}
-
-/// [`try_bias_grad`] on δy's values ([batch, channels, plane]).
-fn bias_grad(dy: &[f32], batch: usize, channels: usize, plane: usize) -> Vec<f32> {
-    (0..channels).into_par_iter().map(|c| (0..batch).map(|n| plane_sum(&dy[(n * channels + c) * plane..][..plane])).sum::<f64>() as f32).collect()
-}
-
-/// Σ p, in 16 f32 lanes (vector adds), the lanes and the tail added in f64.
-fn plane_sum(p: &[f32]) -> f64 {
-    let mut lanes = [0.0f32; 16];
-    let chunks = p.chunks_exact(16);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        lanes.iter_mut().zip(chunk).for_each(|(l, &x)| *l += x);
-    }
-    lanes.iter().chain(tail).map(|&x| x as f64).sum()
+    Some(to_primitive::<B>(crate::norm::channel_sums(&values(df), (batch, channels, plane)), [channels]))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::tensor::{Device, Distribution, Tensor};
-
-    /// The bias gradient against the definition summed in f64, on planes with and without a
-    /// 16-value tail (the op's bias gradient against burn's conv2d: tests/gradients.rs).
-    #[test]
-    fn bias_grad_sums_each_channel_over_batch_and_positions() {
-        for (batch, channels, plane) in [(3, 5, 63), (2, 4, 16), (1, 1, 1), (4, 3, 17), (2, 2, 0)] {
-            let dy: Vec<f32> = (0..batch * channels * plane).map(|i| ((i * 7919) % 101) as f32 / 17.0 - 3.0).collect();
-            let got = bias_grad(&dy, batch, channels, plane);
-            assert_eq!(got.len(), channels);
-            for (c, g) in got.iter().enumerate() {
-                let want: f64 = (0..batch).flat_map(|n| dy[(n * channels + c) * plane..][..plane].iter()).map(|&x| x as f64).sum();
-                assert!((*g as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()), "{batch}×{channels}×{plane} channel {c}: {g} vs {want}");
-            }
-        }
-    }
 
     /// The tiled transpose (and its scalar edges) against the definition, on shapes with and
     /// without whole 8 × 8 tiles, thin and wide.

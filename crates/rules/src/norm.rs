@@ -75,6 +75,13 @@ fn planes(x: &[f32], (n, c_all, s): (usize, usize, usize), c: usize) -> impl Ite
     (0..n).map(move |i| &x[(i * c_all + c) * s..][..s])
 }
 
+/// Per channel: Σ x over the batch and positions of `x` ([N, C, …] as (N, C, S)), one channel
+/// per task (a fixed order: the same bits whatever the thread count). Also the convolution's
+/// bias gradient on flex (`cpu_conv::try_bias_grad`).
+pub(crate) fn channel_sums(x: &[f32], dims: (usize, usize, usize)) -> Vec<f32> {
+    (0..dims.1).into_par_iter().map(|c| planes(x, dims, c).map(|p| sum_by(p, |v| v)).sum::<f64>() as f32).collect()
+}
+
 /// Per channel: the mean and the biased variance of `x` ([N, C, …] as (N, C, S)).
 pub fn batch_statistics(x: &[f32], dims: (usize, usize, usize)) -> (Vec<f32>, Vec<f32>) {
     let (n, c_all, s) = dims;
@@ -331,6 +338,21 @@ mod tests {
             let x = Tensor::<4>::random([3, 4, 5, 5], Distribution::Normal(2.0, 1.0), &device);
             batch_norm(&norm, x.clone()).into_data().assert_eq(&norm.forward(x).into_data(), true);
             norm.running_mean.value().into_data().assert_eq(&TensorData::from([0.5f32, -1.0, 2.0, 0.0]), true);
+        }
+    }
+
+    /// The channel sums against the definition summed in f64, on planes with and without a
+    /// 16-value tail, and empty ones.
+    #[test]
+    fn channel_sums_sum_each_channel_over_batch_and_positions() {
+        for (batch, channels, plane) in [(3, 5, 63), (2, 4, 16), (1, 1, 1), (4, 3, 17), (2, 2, 0), (2, 3, 2500)] {
+            let x: Vec<f32> = (0..batch * channels * plane).map(|i| ((i * 7919) % 101) as f32 / 17.0 - 3.0).collect();
+            let got = channel_sums(&x, (batch, channels, plane));
+            assert_eq!(got.len(), channels);
+            for (c, g) in got.iter().enumerate() {
+                let want: f64 = (0..batch).flat_map(|n| x[(n * channels + c) * plane..][..plane].iter()).map(|&v| v as f64).sum();
+                assert!((*g as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()), "{batch}×{channels}×{plane} channel {c}: {g} vs {want}");
+            }
         }
     }
 

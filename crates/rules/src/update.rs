@@ -64,11 +64,16 @@ impl UpdateBackend for burn::backend::NdArray {}
 /// The optimiser works on the parameters' inner tensors; under autodiff this is burn's ops.
 impl<B: UpdateBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy> UpdateBackend for Autodiff<B, C> {}
 
+/// Whether `t` is an f32 flex tensor of `shape` whose whole buffer is its own, in order: one
+/// that can be written over in place.
+fn writable(t: &FloatTensor<Flex>, shape: &burn::tensor::Shape) -> bool {
+    as_flex::<Flex>(t).is_some() && t.is_unique() && t.layout().contiguous_offsets() == Some((0, shape.num_elements())) && t.shape() == *shape
+}
+
 impl UpdateBackend for Flex {
     fn sub_scaled(mut w: FloatTensor<Self>, d: FloatTensor<Self>, alpha: f32) -> FloatTensor<Self> {
         const BLOCK: usize = 1 << 16;
-        let in_place = as_flex::<Self>(&w).is_some() && w.is_unique() && w.layout().contiguous_offsets() == Some((0, w.shape().num_elements())) && w.shape() == d.shape();
-        let Some(df) = as_flex::<Self>(&d).filter(|_| in_place) else {
+        let Some(df) = as_flex::<Self>(&d).filter(|d| writable(&w, &d.shape())) else {
             return Self::float_sub(w, Self::float_mul_scalar(d, alpha.into()));
         };
         let dv = crate::cpu_conv::values(df);
@@ -84,9 +89,7 @@ impl UpdateBackend for Flex {
     #[allow(clippy::too_many_arguments)]
     fn sgd_momentum_step(mut w: FloatTensor<Self>, g: FloatTensor<Self>, mut v: FloatTensor<Self>, scale: f32, decay: f32, momentum: f32, nesterov: bool, shrink: f32, alpha: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {
         const BLOCK: usize = 1 << 14;
-        let n = w.shape().num_elements();
-        let own = |t: &FloatTensor<Self>| as_flex::<Self>(t).is_some() && t.is_unique() && t.layout().contiguous_offsets() == Some((0, n)) && t.shape() == w.shape();
-        let Some(gf) = as_flex::<Self>(&g).filter(|g| own(&w) && own(&v) && g.shape() == w.shape()) else {
+        let Some(gf) = as_flex::<Self>(&g).filter(|g| writable(&w, &g.shape()) && writable(&v, &g.shape())) else {
             return composed_sgd_momentum_step::<Self>(w, g, v, scale, decay, momentum, nesterov, shrink, alpha);
         };
         let gv = crate::cpu_conv::values(gf);

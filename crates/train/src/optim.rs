@@ -279,6 +279,12 @@ impl ModuleMapper for StepMapper<'_> {
         let (id, value, mapper) = param.consume();
         let w = value.inner();
         let dims = w.dims();
+        // The updated value back into the parameter, in W's shape and autodiff state.
+        let finish = |updated: Tensor<1>| {
+            let updated = updated.reshape(dims);
+            let value = if autodiff { Tensor::from_inner(updated).set_require_grad(require_grad) } else { updated };
+            Param::from_mapped_value(id, value, mapper)
+        };
         let n = w.shape().num_elements();
         let mut g = grad.inner().reshape([n]);
         let mut wf = w.reshape([n]);
@@ -300,9 +306,7 @@ impl ModuleMapper for StepMapper<'_> {
             };
             let (updated, v) = update::sgd_momentum_step(wf, g, v, step);
             state.slots = vec![v];
-            let updated = updated.reshape(dims);
-            let value = if autodiff { Tensor::from_inner(updated).set_require_grad(require_grad) } else { updated };
-            return Param::from_mapped_value(id, value, mapper);
+            return finish(updated);
         }
         if scale != 1.0 {
             g = g * scale;
@@ -340,9 +344,7 @@ impl ModuleMapper for StepMapper<'_> {
         if weight_decay > 0.0 && settings.decoupled {
             wf = wf * (1.0 - lr * weight_decay);
         }
-        let updated = update::sub_scaled(wf, direction, lr as f32).reshape(dims);
-        let value = if autodiff { Tensor::from_inner(updated).set_require_grad(require_grad) } else { updated };
-        Param::from_mapped_value(id, value, mapper)
+        finish(update::sub_scaled(wf, direction, lr as f32))
     }
 }
 
