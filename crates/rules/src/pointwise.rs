@@ -536,8 +536,8 @@ mod tests {
         let x = Tensor::<2>::from_data(TensorData::new(xs, [211, 190]), &device);
         for x in [x.clone(), x.transpose()] {
             let x64 = x.clone().cast(burn::tensor::DType::F64);
-            let (y, y64) = (values(elu(x.clone())), elu(x64.clone()).cast(burn::tensor::DType::F32).into_data().to_vec::<f32>().unwrap());
-            let (g, g64) = (values(gate(x.clone(), GateNonlinearity::Tanh, 0.5, 2.0)), gate(x64, GateNonlinearity::Tanh, 0.5, 2.0).cast(burn::tensor::DType::F32).into_data().to_vec::<f32>().unwrap());
+            let (y, y64) = (values(elu(x.clone())), elu(x64.clone()).cast(burn::tensor::DType::F32).into_data().try_to_vec::<f32>().unwrap());
+            let (g, g64) = (values(gate(x.clone(), GateNonlinearity::Tanh, 0.5, 2.0)), gate(x64, GateNonlinearity::Tanh, 0.5, 2.0).cast(burn::tensor::DType::F32).into_data().try_to_vec::<f32>().unwrap());
             for i in 0..y.len() {
                 assert!((y[i] - y64[i]).abs() <= 1e-6 * y64[i].abs().max(1.0), "elu at {i}: {} vs {}", y[i], y64[i]);
                 assert!((g[i] - g64[i]).abs() <= 1e-6 * g64[i].abs().max(1.0), "gate at {i}: {} vs {}", g[i], g64[i]);
