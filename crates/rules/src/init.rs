@@ -108,9 +108,59 @@ pub fn normal_stream(len: usize, seed: u64, stream: u64) -> Vec<f32> {
     (0..len).map(|_| standard_normal(&mut rng)).collect()
 }
 
+/// Standard-normal values per rayon task of [`normal_noise`]; a multiple of 2 (one Box–Muller
+/// pair per two words).
+const NOISE_BLOCK: usize = 1 << 14;
+
+/// `len` standard-normal draws from stream `stream` of `seed`, for noise drawn afresh at every
+/// step (the weight mirror's). Each value takes exactly one 32-bit word of the ChaCha stream
+/// (Box–Muller with both outputs of each pair of words), so block k of [`NOISE_BLOCK`] values
+/// starts at word k·[`NOISE_BLOCK`] and the blocks are drawn in parallel: the values do not
+/// depend on the threads. [`normal_stream`], one draw per value with a cosine each and on one
+/// thread, took 21 ns a value: 2.8 ms of the 32 px convnet's weight-mirror step went to the
+/// dense layer's 131,072 noise inputs.
+pub fn normal_noise(len: usize, seed: u64, stream: u64) -> Vec<f32> {
+    use rand::RngCore;
+    use rayon::prelude::*;
+    // u in (0, 1] from the top 24 bits (ln u is finite), and [0, 1) for the angle.
+    const SCALE: f32 = 1.0 / (1u32 << 24) as f32;
+    let mut out = vec![0.0f32; len];
+    out.par_chunks_mut(NOISE_BLOCK).enumerate().for_each(|(k, block)| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(stream);
+        rng.set_word_pos((k * NOISE_BLOCK) as u128);
+        for pair in block.chunks_mut(2) {
+            let u1 = ((rng.next_u32() >> 8) + 1) as f32 * SCALE;
+            let u2 = (rng.next_u32() >> 8) as f32 * SCALE;
+            let r = (-2.0 * u1.ln()).sqrt();
+            let (sin, cos) = (std::f32::consts::TAU * u2).sin_cos();
+            pair[0] = r * cos;
+            if let Some(second) = pair.get_mut(1) {
+                *second = r * sin;
+            }
+        }
+    });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The blocks tile one stream: a draw longer than a block starts with the shorter draw, and
+    /// the values are standard normal (mean, spread, tails) and differ from stream to stream.
+    #[test]
+    fn normal_noise_is_one_stream_drawn_in_blocks() {
+        let n = 2 * NOISE_BLOCK + 1001;
+        let long = normal_noise(n, 3, 7);
+        assert_eq!(normal_noise(NOISE_BLOCK + 5, 3, 7)[..NOISE_BLOCK + 4], long[..NOISE_BLOCK + 4]);
+        let mean = long.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+        let var = long.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+        let beyond_two = long.iter().filter(|v| v.abs() > 2.0).count() as f64 / n as f64;
+        assert!(mean.abs() < 0.02 && (var - 1.0).abs() < 0.02 && (beyond_two - 0.0455).abs() < 0.004, "{mean} {var} {beyond_two}");
+        assert!(long.iter().all(|v| v.is_finite()));
+        assert_ne!(normal_noise(64, 3, 8), long[..64]);
+    }
 
     #[test]
     fn samples_have_the_documented_spread() {

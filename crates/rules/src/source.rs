@@ -3,7 +3,7 @@
 
 use burn::tensor::{Tensor, TensorData};
 
-use crate::init::{WeightInit, normal_stream};
+use crate::init::{WeightInit, normal_noise};
 use crate::rule::{LayerRule, SignVariant};
 use crate::seeder::{SeedPurpose, derive_seed};
 
@@ -64,6 +64,6 @@ impl FeedbackSource {
 
     /// White noise of standard deviation `std` for the mirror step of `step`.
     pub fn mirror_noise(&self, len: usize, std: f32, step: u64) -> Vec<f32> {
-        normal_stream(len, derive_seed(self.seed, SeedPurpose::MirrorNoise), step_stream(step, self.stream)).into_iter().map(|v| v * std).collect()
+        normal_noise(len, derive_seed(self.seed, SeedPurpose::MirrorNoise), step_stream(step, self.stream)).into_iter().map(|v| v * std).collect()
     }
 }

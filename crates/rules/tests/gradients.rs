@@ -537,7 +537,7 @@ fn noise_mirror_step_matches_a_hand_computation() {
     let settings = MirrorSettings { noise_std: 0.7, lr: 0.1, decay: 0.2, batch: 9 };
     layer.mirror_step(&settings, 5);
 
-    let noise: Vec<f64> = normal_stream(9 * d_in, derive_seed(seed, SeedPurpose::MirrorNoise), (5 << 20) + stream).iter().map(|v| *v as f64 * 0.7).collect();
+    let noise: Vec<f64> = plastic_rules::init::normal_noise(9 * d_in, derive_seed(seed, SeedPurpose::MirrorNoise), (5 << 20) + stream).iter().map(|v| *v as f64 * 0.7).collect();
     let x: Vec<&[f64]> = noise.chunks(d_in).collect();
     let mean: Vec<f64> = (0..d_in).map(|i| x.iter().map(|r| r[i]).sum::<f64>() / 9.0).collect();
     let rms = (x.iter().flat_map(|r| r.iter().zip(&mean).map(|(v, m)| (v - m) * (v - m))).sum::<f64>() / (9 * d_in) as f64).sqrt();
