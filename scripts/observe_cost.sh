@@ -5,7 +5,9 @@
 # the same for the CPU time the processes used (user + system, steadier on a shared machine),
 # and, from the runs with recording on, the recorder's own share of the run (summary.json's
 # observe_seconds over wall_seconds, timed inside one process, so a virtual machine's stolen
-# time, which moves whole runs by more than 3 %, hits both alike). The target is a ratio ≤ 1.03.
+# time, which moves whole runs by more than 3 %, hits both alike). observe_seconds is the time
+# the training loop waits for the recorder: the statistics of each point run on a thread beside
+# training, so what they cost shows in the wall and CPU ratios only. The target is a ratio ≤ 1.03.
 #
 #   scripts/observe_cost.sh                 # both configs, 5 pairs each
 #   PAIRS=3 CONFIGS=configs/quickstart.toml scripts/observe_cost.sh

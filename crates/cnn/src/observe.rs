@@ -8,41 +8,34 @@
 
 use burn::module::Module;
 use burn::tensor::Tensor;
-use plastic_rules::probe::{LayerObservation, ObservedNetwork, OutputMask, host, jacobian_sums, weight_host};
+use plastic_rules::probe::{LayerObservation, ObservedNetwork, OutputMask, host, output_and_jacobian_sums, weight_host};
 use plastic_rules::{Activation, FeedbackConv2d, FeedbackLinear, FeedbackNetwork};
 
 use crate::spec::PostOp;
 use crate::units::pool;
 use crate::{Cnn, Stage};
 
-/// A layer (its training copy), its input and output on the probe batch (evaluation mode),
-/// and the nonlinearity observed with it.
-enum Probed<'a> {
-    Conv(&'a FeedbackConv2d, Tensor<4>, Tensor<4>, Activation),
-    Linear(&'a FeedbackLinear, Tensor<2>, Tensor<2>, Activation),
+/// One convolution on `x`: its output z (before `activation`, for the network's next stage)
+/// and what is observed of it. z comes from the forward that the Jacobian differentiates, run
+/// on the layer's training copy with its parameters held fixed (the backward computes the input
+/// gradient only): the evaluation copy's op and weights, so the network is not run twice.
+fn observe_conv(name: String, layer: &FeedbackConv2d, x: Tensor<4>, activation: Activation, masks: &mut dyn FnMut(&str, usize) -> Vec<OutputMask>) -> (Tensor<4>, LayerObservation) {
+    let [batch, ci, hi, wi] = x.dims();
+    let layer = layer.clone().no_grad();
+    let (z, jacobians) = output_and_jacobian_sums(&x, &mut |units| masks(&name, units), &|x| layer.forward(x), &|z| activation.apply(z).flatten(1, 3));
+    let y = activation.apply(z.clone());
+    let [_, c, h, w] = y.dims();
+    (z, LayerObservation { name, weight: weight_host(&layer), activation: host(y.flatten(0, 3)), batch, units: c * h * w, inputs: ci * hi * wi, jacobians, extra_weights: Vec::new() })
 }
 
-/// One convolution: `z` is its output on `x` in evaluation mode (before `activation`).
-fn observe_conv(name: String, layer: &FeedbackConv2d, x: Tensor<4>, z: Tensor<4>, activation: Activation, masks: &mut dyn FnMut(&str, usize) -> Vec<OutputMask>) -> LayerObservation {
-    let y = activation.apply(z);
-    let [batch, c, h, w] = y.dims();
-    let units = c * h * w;
-    let wanted = masks(&name, units);
-    // Parameters held fixed: the backward computes the input gradient only.
+/// One dense layer on `x`, as [`observe_conv`].
+fn observe_linear(name: String, layer: &FeedbackLinear, x: Tensor<2>, activation: Activation, masks: &mut dyn FnMut(&str, usize) -> Vec<OutputMask>) -> (Tensor<2>, LayerObservation) {
+    let [batch, inputs] = x.dims();
     let layer = layer.clone().no_grad();
-    let jacobians = jacobian_sums(&x, &wanted, &|x| activation.apply(layer.forward(x)).flatten(1, 3));
-    let [_, ci, hi, wi] = x.dims();
-    LayerObservation { name, weight: weight_host(&layer), activation: host(y.flatten(0, 3)), batch, units, inputs: ci * hi * wi, jacobians, extra_weights: Vec::new() }
-}
-
-/// One dense layer: `z` is its output on `x` in evaluation mode (before `activation`).
-fn observe_linear(name: String, layer: &FeedbackLinear, x: Tensor<2>, z: Tensor<2>, activation: Activation, masks: &mut dyn FnMut(&str, usize) -> Vec<OutputMask>) -> LayerObservation {
-    let y = activation.apply(z);
-    let [batch, units] = y.dims();
-    let wanted = masks(&name, units);
-    let layer = layer.clone().no_grad();
-    let jacobians = jacobian_sums(&x, &wanted, &|x| activation.apply(layer.forward(x)));
-    LayerObservation { name, weight: weight_host(&layer), activation: host(y.flatten(0, 1)), batch, units, inputs: x.dims()[1], jacobians, extra_weights: Vec::new() }
+    let (z, jacobians) = output_and_jacobian_sums(&x, &mut |units| masks(&name, units), &|x| layer.forward(x), &|z| activation.apply(z));
+    let y = activation.apply(z.clone());
+    let units = y.dims()[1];
+    (z, LayerObservation { name, weight: weight_host(&layer), activation: host(y.flatten(0, 1)), batch, units, inputs, jacobians, extra_weights: Vec::new() })
 }
 
 impl ObservedNetwork for Cnn {
@@ -50,14 +43,20 @@ impl ObservedNetwork for Cnn {
         self.feedback_layers().into_iter().map(|(n, _)| n).collect()
     }
 
-    /// `images` are on the model's inner (non-autodiff) device.
+    /// `images` are on the model's inner (non-autodiff) device. Each feedback layer runs once,
+    /// through [`observe_conv`] / [`observe_linear`]; everything else (norms, pools, the
+    /// residual additions) through the evaluation copy.
     fn observe(&self, images: Tensor<4>, _time_step: Option<usize>, masks: &mut dyn FnMut(&str, usize) -> Vec<OutputMask>) -> Vec<LayerObservation> {
         let inner = self.valid();
         let mut out = Vec::new();
         let mut map = Some(images);
         let mut flat: Option<Tensor<2>> = None;
+        // A layer's observation goes to `out`, its output on through the network.
+        fn kept<T>(out: &mut Vec<LayerObservation>, (z, observation): (T, LayerObservation)) -> T {
+            out.push(observation);
+            z
+        }
         for (stage, eval) in self.stages.iter().zip(&inner.stages) {
-            let mut probed: Vec<(String, Probed)> = Vec::new();
             match (stage, eval) {
                 (Stage::Conv(c), Stage::Conv(e)) => {
                     let x = map.take().expect("a map before the convolutions");
@@ -66,69 +65,48 @@ impl ObservedNetwork for Cnn {
                         Some(PostOp::Activation(a)) => *a,
                         _ => Activation::Identity,
                     };
-                    let z = e.conv.forward(x.clone());
-                    probed.push((c.name.clone(), Probed::Conv(&c.conv, x, z.clone(), activation)));
+                    let z = kept(&mut out, observe_conv(c.name.clone(), &c.conv, x, activation, masks));
                     map = Some(e.forward_post(z));
                 }
                 (Stage::Residual(r), Stage::Residual(e)) => {
                     let x = map.take().expect("a map before a residual block");
                     let relu = |t| Activation::Relu.apply(t);
-                    // The block's forward (evaluation mode), keeping each convolution's input.
+                    let identity = Activation::Identity;
+                    // The block's forward (evaluation mode), each convolution observed on its input.
                     let y = if e.preactivation {
                         let pre = relu(e.norm1.forward(x.clone()));
-                        let skip = match &e.shortcut {
-                            Some(proj) => {
-                                let z = proj.forward(pre.clone());
-                                probed.push((format!("{}.shortcut", r.name), Probed::Conv(r.shortcut.as_ref().expect("same structure"), pre.clone(), z.clone(), Activation::Identity)));
-                                z
-                            }
+                        let skip = match &r.shortcut {
+                            Some(proj) => kept(&mut out, observe_conv(format!("{}.shortcut", r.name), proj, pre.clone(), identity, masks)),
                             None => x.clone(),
                         };
-                        let z1 = e.conv1.forward(pre.clone());
-                        probed.push((format!("{}.conv1", r.name), Probed::Conv(&r.conv1, pre, z1.clone(), Activation::Identity)));
+                        let z1 = kept(&mut out, observe_conv(format!("{}.conv1", r.name), &r.conv1, pre, identity, masks));
                         let h = relu(e.norm2.forward(z1));
-                        let z2 = e.conv2.forward(h.clone());
-                        probed.push((format!("{}.conv2", r.name), Probed::Conv(&r.conv2, h, z2.clone(), Activation::Identity)));
-                        z2 + skip
+                        kept(&mut out, observe_conv(format!("{}.conv2", r.name), &r.conv2, h, identity, masks)) + skip
                     } else {
-                        let z1 = e.conv1.forward(x.clone());
-                        probed.push((format!("{}.conv1", r.name), Probed::Conv(&r.conv1, x.clone(), z1.clone(), Activation::Identity)));
+                        let z1 = kept(&mut out, observe_conv(format!("{}.conv1", r.name), &r.conv1, x.clone(), identity, masks));
                         let h = relu(e.norm1.forward(z1));
-                        let z2 = e.conv2.forward(h.clone());
-                        probed.push((format!("{}.conv2", r.name), Probed::Conv(&r.conv2, h, z2.clone(), Activation::Identity)));
-                        let h = e.norm2.forward(z2);
-                        let skip = match (&e.shortcut, &e.shortcut_norm) {
-                            (Some(proj), Some(norm)) => {
-                                let z = proj.forward(x.clone());
-                                probed.push((format!("{}.shortcut", r.name), Probed::Conv(r.shortcut.as_ref().expect("same structure"), x, z.clone(), Activation::Identity)));
-                                norm.forward(z)
-                            }
+                        let h = e.norm2.forward(kept(&mut out, observe_conv(format!("{}.conv2", r.name), &r.conv2, h, identity, masks)));
+                        let skip = match (&r.shortcut, &e.shortcut_norm) {
+                            (Some(proj), Some(norm)) => norm.forward(kept(&mut out, observe_conv(format!("{}.shortcut", r.name), proj, x, identity, masks))),
                             _ => x,
                         };
                         relu(h + skip)
                     };
                     map = Some(y);
                 }
-                (Stage::Dense(d), Stage::Dense(e)) => {
+                (Stage::Dense(d), Stage::Dense(_)) => {
                     let x = flat.take().unwrap_or_else(|| map.take().expect("a map before the first dense layer").flatten(1, 3));
-                    let z = e.linear.forward(x.clone());
+                    let z = kept(&mut out, observe_linear(d.name.clone(), &d.linear, x, d.activation, masks));
                     // Dropout is off in evaluation: the next stage reads φ(z).
-                    flat = Some(d.activation.apply(z.clone()));
-                    probed.push((d.name.clone(), Probed::Linear(&d.linear, x, z, d.activation)));
+                    flat = Some(d.activation.apply(z));
                 }
                 (Stage::Pool(p), _) => map = map.map(|x| pool(x, p.op)),
                 (Stage::NormAct(_), Stage::NormAct(e)) => map = map.map(|x| e.activation.apply(e.norm.forward(x))),
                 _ => unreachable!("a module and its evaluation copy have the same stages"),
             }
-            for (name, p) in probed {
-                out.push(match p {
-                    Probed::Conv(layer, x, z, a) => observe_conv(name, layer, x, z, a, masks),
-                    Probed::Linear(layer, x, z, a) => observe_linear(name, layer, x, z, a, masks),
-                });
-            }
         }
-        // The residual block's probes were pushed shortcut-first (v2) for convenience; report
-        // layers in the order `feedback_layers` lists them.
+        // The residual blocks' convolutions were observed in the order their forward reaches
+        // them (v2: shortcut first); report layers in the order `feedback_layers` lists them.
         let order = self.observed_layers();
         out.sort_by_key(|o| order.iter().position(|n| *n == o.name).unwrap_or(usize::MAX));
         out

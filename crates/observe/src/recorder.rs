@@ -6,6 +6,15 @@
 //! the training loop calls [`ObservableRecorder::record_due`] at the top of every step (the
 //! model after `step` updates) and once more after the last step.
 //!
+//! A point has two halves. Reading the network (the probe batch's forward and each layer's
+//! Jacobian) needs the model as it is at that step, so the training loop waits for it. The
+//! statistics of what was read need only those host copies: when the run has more than one
+//! thread they run on a thread of the recorder's own while training goes on, and are settled,
+//! in order, before anything reads or writes the points (on the quickstart they were a third of
+//! the recorder's time). That thread is a one-thread rayon pool, not the run's: the training
+//! loop runs on a worker of the run's pool, and a one-worker pool blocked on work queued behind
+//! it would never finish. A one-thread run computes its statistics in line.
+//!
 //! Seeds: every layer has its own seed, hashed from the recorder's seed and the layer's index.
 //! As in the original, the activations' units, the weights' synapses and the activity
 //! change's input units are drawn from that seed, the activity change's output units from
@@ -15,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::mpsc::{Receiver, channel};
 use std::time::Instant;
 
 use burn::tensor::Tensor;
@@ -49,8 +59,21 @@ pub struct ObservableRecorder {
     seed: u64,
     data: RunObservables,
     subsets: HashMap<(usize, usize, Units), UnitSubset>,
-    /// Seconds spent observing (for the cost check).
+    /// Points read from the network whose statistics are still being computed, oldest first.
+    pending: Vec<Pending>,
+    /// Where the statistics are computed beside training (none in a one-thread run).
+    statistics_thread: Option<rayon::ThreadPool>,
+    /// Seconds the training loop spent in the recorder (for the cost check): reading the
+    /// network, writing files, and waiting for statistics not finished when they were needed.
     pub seconds: f64,
+}
+
+/// A point read from the network, its statistics computed on the recorder's thread.
+struct Pending {
+    step: u64,
+    /// How many times the point is recorded (a step repeats in a very short run).
+    copies: usize,
+    statistics: Receiver<std::thread::Result<(Vec<f64>, Vec<f64>)>>,
 }
 
 impl ObservableRecorder {
@@ -60,7 +83,8 @@ impl ObservableRecorder {
     pub fn new(config: &ObserveConfig, run: &str, layers: Vec<String>, total_steps: u64, seed: u64, probe: Tensor<4>) -> Self {
         let names = config.statistics.names();
         let data = RunObservables::new(run, &names, layers, config.views.clone());
-        Self { config: config.clone(), names, schedule: recording_steps(config.points, total_steps), probe, seed, data, subsets: HashMap::new(), seconds: 0.0 }
+        let statistics_thread = (rayon::current_num_threads() > 1).then(|| rayon::ThreadPoolBuilder::new().num_threads(1).thread_name(|_| "observables".into()).build().ok()).flatten();
+        Self { config: config.clone(), names, schedule: recording_steps(config.points, total_steps), probe, seed, data, subsets: HashMap::new(), pending: Vec::new(), statistics_thread, seconds: 0.0 }
     }
 
     /// The steps at which points are recorded (a step may repeat in a very short run).
@@ -68,9 +92,10 @@ impl ObservableRecorder {
         &self.schedule
     }
 
-    /// What has been recorded so far.
-    pub fn observables(&self) -> &RunObservables {
-        &self.data
+    /// What has been recorded so far (waiting for statistics still being computed).
+    pub fn observables(&mut self) -> Result<&RunObservables> {
+        self.settle()?;
+        Ok(&self.data)
     }
 
     /// Continues a run from its checkpoint at `step`: takes back the points recorded before
@@ -89,27 +114,53 @@ impl ObservableRecorder {
         }
     }
 
-    /// Records every point scheduled at `step` (none, one, or a repeat in a short run).
-    /// Returns whether anything was recorded. Nothing is written: call [`Self::checkpoint`]
-    /// with every checkpoint (so a resumed run finds the points before it) and
-    /// [`Self::write`] at the end.
+    /// Records every point scheduled at `step` (none, one, or a repeat in a short run): reads
+    /// the network now and leaves the statistics to a thread of their own. Returns whether
+    /// anything was recorded. Nothing is written: call [`Self::checkpoint`] with every
+    /// checkpoint (so a resumed run finds the points before it) and [`Self::write`] at the end.
     pub fn record_due(&mut self, model: &dyn ObservedNetwork, step: u64) -> Result<bool> {
+        self.settle()?;
         let due = self.schedule.iter().filter(|&&s| s == step).count();
         let have = self.data.points.iter().filter(|p| p.step == step).count();
         if due <= have {
             return Ok(false);
         }
         let started = Instant::now();
-        let (values, extra) = self.observe(model, step);
-        for _ in have..due {
-            self.data.push_point_with_extras(step, values.clone(), extra.clone())?;
+        let point = self.read(model, step);
+        let (send, statistics) = channel();
+        match &self.statistics_thread {
+            Some(thread) => thread.spawn(move || {
+                let _ = send.send(std::panic::catch_unwind(move || point.statistics()));
+            }),
+            None => send.send(Ok(point.statistics())).expect("the receiver is here"),
+        }
+        self.pending.push(Pending { step, copies: due - have, statistics });
+        self.seconds += started.elapsed().as_secs_f64();
+        if self.statistics_thread.is_none() {
+            self.settle()?;
+        }
+        Ok(true)
+    }
+
+    /// Adds the points whose statistics were being computed, in order.
+    fn settle(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        for Pending { step, copies, statistics } in std::mem::take(&mut self.pending) {
+            let (values, extra) = statistics.recv().expect("the statistics thread sends every point").unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            for _ in 0..copies {
+                self.data.push_point_with_extras(step, values.clone(), extra.clone())?;
+            }
         }
         self.seconds += started.elapsed().as_secs_f64();
-        Ok(true)
+        Ok(())
     }
 
     /// Writes `observables.npz` and `observables.csv` into `run_dir` (atomically).
     pub fn write(&mut self, run_dir: &Path) -> Result<()> {
+        self.settle()?;
         let started = Instant::now();
         self.data.write(run_dir)?;
         self.seconds += started.elapsed().as_secs_f64();
@@ -118,6 +169,7 @@ impl ObservableRecorder {
 
     /// Writes `observables.npz` only, beside a checkpoint: all a resumed run needs.
     pub fn checkpoint(&mut self, run_dir: &Path) -> Result<()> {
+        self.settle()?;
         let started = Instant::now();
         self.data.write_npz_only(run_dir)?;
         self.seconds += started.elapsed().as_secs_f64();
@@ -140,8 +192,14 @@ impl ObservableRecorder {
     }
 
     /// One point of the model as it is now: `[L][V][S]` values, and `[E][V][S_w]` values of
-    /// the extra kernels (weights only).
+    /// the extra kernels (weights only). Computed on the calling thread, not recorded.
     pub fn observe(&mut self, model: &dyn ObservedNetwork, step: u64) -> (Vec<f64>, Vec<f64>) {
+        self.read(model, step).statistics()
+    }
+
+    /// What one point needs from the network as it is now, with the unit subsets and noise
+    /// seeds its statistics are taken through.
+    fn read(&mut self, model: &dyn ObservedNetwork, step: u64) -> PointReading {
         let layers = self.data.layers.clone();
         let views = self.config.views.clone();
         let (probe, time_step) = (self.probe.clone(), self.config.time_step.index());
@@ -161,29 +219,21 @@ impl ObservableRecorder {
         };
         let observed = model.observe(probe, time_step, &mut masks);
         assert_eq!(observed.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), layers.iter().map(String::as_str).collect::<Vec<_>>(), "the network observes the layers it listed");
-        if self.data.points.is_empty() && self.data.extras.is_empty() {
+        if self.data.points.is_empty() && self.pending.is_empty() && self.data.extras.is_empty() {
             self.data.extras = observed.iter().enumerate().flat_map(|(l, o)| o.extra_weights.iter().map(move |(name, _)| ExtraKernel { name: name.clone(), layer: l })).collect();
         }
-        let mut values = Vec::with_capacity(layers.len() * views.len() * self.names.len());
-        let mut extra = Vec::new();
-        let weight_names: Vec<ObservableName> = self.names.iter().filter(|n| n.measure() == Measure::Weight).copied().collect();
-        // The unit subsets are drawn once and kept, so they are looked up first; the rows, which
-        // are independent, are then computed in parallel (half the recorder's time on the
-        // quickstart), and come back in order.
+        // The unit subsets are drawn once and kept, so they are looked up here.
         let rows: Vec<RowInputs> = observed.iter().enumerate().flat_map(|(l, o)| (0..views.len()).map(move |v| (l, v, o))).map(|(l, v, o)| self.row_inputs(l, v, o, step)).collect();
-        let names = &self.names;
-        let computed: Vec<Vec<f64>> = rows.par_iter().map(|r| r.row(names, &views[r.view], &observed[r.layer])).collect();
-        values.extend(computed.into_iter().flatten());
+        let mut extras = Vec::new();
         for (l, o) in observed.iter().enumerate() {
             let noise_seed = indexed_seed(self.layer_seed(l), step);
             for (k, (_, w)) in o.extra_weights.iter().enumerate() {
-                for (v, view) in views.iter().enumerate() {
-                    let subset = self.subset(l, v, Units::Extra(k), w.len()).clone();
-                    extra.extend(weight_statistics(&view.apply(w, 1, &subset, noise_seed, 3 + k as u64), &weight_names));
+                for v in 0..views.len() {
+                    extras.push(ExtraInputs { layer: l, kernel: k, view: v, noise_seed, weights: self.subset(l, v, Units::Extra(k), w.len()).clone() });
                 }
             }
         }
-        (values, extra)
+        PointReading { names: self.names.clone(), views, observed, rows, extras }
     }
 
     /// What one layer's row through one view needs besides the observation: its unit subsets
@@ -199,6 +249,44 @@ impl ObservableRecorder {
             jacobian_inputs: self.subset(l, v, Units::JacobianInputs, o.inputs).clone(),
         }
     }
+}
+
+/// One point as read from the network: the layers' observations and what each row of
+/// statistics is taken through. Owns all it needs, so its statistics can be computed on
+/// another thread.
+struct PointReading {
+    names: Vec<ObservableName>,
+    views: Vec<RealismView>,
+    observed: Vec<LayerObservation>,
+    rows: Vec<RowInputs>,
+    extras: Vec<ExtraInputs>,
+}
+
+impl PointReading {
+    /// `[L][V][S]` values, and `[E][V][S_w]` values of the extra kernels. The rows are
+    /// independent, so they are computed in parallel and come back in order.
+    fn statistics(self) -> (Vec<f64>, Vec<f64>) {
+        let Self { names, views, observed, rows, extras } = self;
+        let values: Vec<Vec<f64>> = rows.par_iter().map(|r| r.row(&names, &views[r.view], &observed[r.layer])).collect();
+        let weight_names: Vec<ObservableName> = names.iter().filter(|n| n.measure() == Measure::Weight).copied().collect();
+        let extra = extras
+            .iter()
+            .flat_map(|e| {
+                let w = &observed[e.layer].extra_weights[e.kernel].1;
+                weight_statistics(&views[e.view].apply(w, 1, &e.weights, e.noise_seed, 3 + e.kernel as u64), &weight_names)
+            })
+            .collect();
+        (values.into_iter().flatten().collect(), extra)
+    }
+}
+
+/// One extra kernel through one view: its synapse subset and noise seed.
+struct ExtraInputs {
+    layer: usize,
+    kernel: usize,
+    view: usize,
+    noise_seed: u64,
+    weights: UnitSubset,
 }
 
 /// One layer's row through one view: the layer and view indices, the unit subsets and the

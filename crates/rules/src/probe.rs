@@ -69,6 +69,36 @@ pub fn host(t: Tensor<1>) -> Vec<f32> {
 /// computed once. Without autodiff on `f`'s parameters the result is NaN (nothing to
 /// differentiate through).
 pub fn jacobian_sums<const D: usize>(input: &Tensor<D>, masks: &[OutputMask], f: &dyn Fn(Tensor<D>) -> Tensor<2>) -> Vec<Vec<f32>> {
+    let mut leaf = |input: &Tensor<D>| {
+        let x = Tensor::<D>::from_inner(input.clone()).require_grad();
+        (x.clone(), f(x))
+    };
+    jacobian_sums_of(input, masks, &mut leaf, &|y| y)
+}
+
+/// [`jacobian_sums`] of `observed ∘ op`, which also gives `op`'s value at `input` (on the
+/// inner device): the forward that builds the first mask's graph is the layer's output, so an
+/// observer need not run the layer a second time for the network's next stage. `op` is the
+/// layer (its output kept), `observed` an elementwise map of it flattened to `[batch, units]`;
+/// `masks` is asked for the masks once the output's units (its non-batch elements) are known.
+pub fn output_and_jacobian_sums<const D: usize, const E: usize>(input: &Tensor<D>, masks: &mut dyn FnMut(usize) -> Vec<OutputMask>, op: &dyn Fn(Tensor<D>) -> Tensor<E>, observed: &dyn Fn(Tensor<E>) -> Tensor<2>) -> (Tensor<E>, Vec<Vec<f32>>) {
+    let x = Tensor::<D>::from_inner(input.clone()).require_grad();
+    let z = op(x.clone());
+    let output = z.clone().inner();
+    let masks = masks(z.dims()[1..].iter().product());
+    let mut first = Some((x, z));
+    let jacobians = jacobian_sums_of(input, &masks, &mut |input| {
+        first.take().unwrap_or_else(|| {
+            let x = Tensor::<D>::from_inner(input.clone()).require_grad();
+            (x.clone(), op(x))
+        })
+    }, observed);
+    (output, jacobians)
+}
+
+/// The sums of [`jacobian_sums`], with `leaf` giving the tracked input and the layer's output
+/// on it for each distinct mask.
+fn jacobian_sums_of<const D: usize, const E: usize>(input: &Tensor<D>, masks: &[OutputMask], leaf: &mut dyn FnMut(&Tensor<D>) -> (Tensor<D>, Tensor<E>), observed: &dyn Fn(Tensor<E>) -> Tensor<2>) -> Vec<Vec<f32>> {
     let dims = input.dims();
     let inputs: usize = dims.iter().product();
     let mut out: Vec<Vec<f32>> = Vec::with_capacity(masks.len());
@@ -77,8 +107,8 @@ pub fn jacobian_sums<const D: usize>(input: &Tensor<D>, masks: &[OutputMask], f:
             out.push(out[j].clone());
             continue;
         }
-        let x = Tensor::<D>::from_inner(input.clone()).require_grad();
-        let y = f(x.clone());
+        let (x, z) = leaf(input);
+        let y = observed(z);
         let [batch, units] = y.dims();
         let weighted = match mask {
             None => y.sum(),
