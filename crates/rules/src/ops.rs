@@ -374,39 +374,40 @@ fn weight_and_local_grads<B: Backend, K: LayerKind>(
     let mut data: Option<FloatTensor<B>> = None;
     let mut gw: Option<FloatTensor<B>> = None;
     if has_data {
-        // Batch statistics of the input: channel means μ and the centred input's RMS.
-        let mean = kind.channel_mean::<B>(&st.x);
-        let centred = B::float_sub(st.x.clone(), mean.clone());
-        let rms = B::float_add_scalar(B::float_sqrt(B::float_mean(B::float_mul(centred.clone(), centred.clone()))), 1e-12f32.into());
-        let inv_rms = B::float_reshape(B::float_recip(rms), kind.scalar_shape());
-        let mean_input = kind.constant_input::<B>(&st.x, mean);
-        let x_hat = || B::float_mul(centred.clone(), inv_rms.clone());
-        // ŷ = W x̂ = (y − W μ) / rms, y = W x before the bias.
-        let y_hat = loss.needs_output().then(|| {
-            let out = st.output.clone().expect("the forward keeps its output when the local loss needs y");
-            let y = match &st.bias {
-                Some(b) => B::float_sub(out, B::float_reshape(b.clone(), kind.bias_shape(b.shape().num_elements()))),
-                None => out,
-            };
-            B::float_mul(B::float_sub(y, kind.apply::<B>(mean_input.clone(), st.weight.clone())), inv_rms.clone())
-        });
+        // Batch statistics of the input: channel means μ (as a one-example input) and the
+        // centred input's RMS. x̂ = (x − μ)/rms itself is never made: every term that reads it
+        // is an affine map of x, ŷ or Bx computed in one pass ([`shifted_sum`]).
+        let mean_input = kind.constant_input::<B>(&st.x, kind.channel_mean::<B>(&st.x));
+        let inv_rms = B::float_reshape(inverse_rms::<B>(&st.x, &mean_input), kind.scalar_shape());
+        // ŷ = W x̂ = (y − (b + W μ)) / rms, y the kept output.
+        let y_shift = || {
+            let w_mean = kind.apply::<B>(mean_input.clone(), st.weight.clone());
+            match &st.bias {
+                Some(b) => B::float_add(w_mean, B::float_reshape(b.clone(), kind.bias_shape(b.shape().num_elements()))),
+                None => w_mean,
+            }
+        };
+        let out = || st.output.clone().expect("the forward keeps its output when the local loss needs y");
         let null = loss.null != 0.0;
-        // The gradient paired with x̂: 2·sparse·Bx̂, and −amp·ŷ unless the null term absorbs it.
-        let mut g_x: Option<FloatTensor<B>> = None;
+        // The gradient paired with x̂: 2·sparse·Bx̂ = 2·sparse·(Bx − Bμ)/rms, and −amp·ŷ unless the
+        // null term absorbs it.
+        let mut g_terms = Vec::new();
         if loss.amp != 0.0 && !null {
-            g_x = Some(scale(y_hat.clone().unwrap(), -loss.amp));
+            g_terms.push(Shifted { values: out(), shift: Some(y_shift()), scale: -loss.amp, by_inverse_rms: true });
         }
         if loss.sparse != 0.0 {
-            g_x = Some(add(g_x, scale(kind.apply::<B>(x_hat(), st.feedback.clone()), 2.0 * loss.sparse)));
+            let shift = kind.apply::<B>(mean_input.clone(), st.feedback.clone());
+            g_terms.push(Shifted { values: kind.apply::<B>(st.x.clone(), st.feedback.clone()), shift: Some(shift), scale: 2.0 * loss.sparse, by_inverse_rms: true });
         }
+        let g_x = (!g_terms.is_empty()).then(|| shifted_sum::<B>(g_terms, &inv_rms));
         // The input paired with ŷ: 2·null·Bᵀŷ − amp·x̂.
         let y_term = null.then(|| {
-            let y = y_hat.clone().unwrap();
-            let mut a = scale(kind.apply_transpose::<B>(&st.x, st.feedback.clone(), y.clone()), 2.0 * loss.null);
+            let y = shifted_sum::<B>(vec![Shifted { values: out(), shift: Some(y_shift()), scale: 1.0, by_inverse_rms: true }], &inv_rms);
+            let mut a_terms = vec![Shifted { values: kind.apply_transpose::<B>(&st.x, st.feedback.clone(), y.clone()), shift: None, scale: 2.0 * loss.null, by_inverse_rms: false }];
             if loss.amp != 0.0 {
-                a = B::float_sub(a, scale(x_hat(), loss.amp));
+                a_terms.push(Shifted { values: st.x.clone(), shift: Some(mean_input.clone()), scale: -loss.amp, by_inverse_rms: true });
             }
-            kind.correlate::<B>(a, &st.feedback, y)
+            kind.correlate::<B>(shifted_sum::<B>(a_terms, &inv_rms), &st.feedback, y)
         });
         let x_term = g_x.map(|g_x| {
             let summed = B::float_sum_dim(g_x.clone(), 0);
@@ -435,6 +436,89 @@ fn weight_and_local_grads<B: Backend, K: LayerKind>(
         g = B::float_sub(g, scale(st.weight.clone(), loss.self_align));
     }
     (gw, Some(add(data, g)))
+}
+
+/// One term of [`shifted_sum`]: `scale · (values − shift)`, times 1/rms where asked. `values`
+/// is `[N, …]`; `shift`, one example's worth (`[1, …]`), is subtracted from every example.
+struct Shifted<B: Backend> {
+    values: FloatTensor<B>,
+    shift: Option<FloatTensor<B>>,
+    scale: f32,
+    by_inverse_rms: bool,
+}
+
+/// Σ of `terms` (all of one shape). On flex f32 one pass over the batch that writes the result
+/// and reads each term once; the local losses' ŷ, −amp·ŷ + 2·sparse·Bx̂ and 2·null·Bᵀŷ − amp·x̂
+/// were a chain of five to eight whole-activation passes each through burn's generic ops.
+/// Composed ops elsewhere. `inverse_rms` holds one value.
+fn shifted_sum<B: Backend>(terms: Vec<Shifted<B>>, inverse_rms: &FloatTensor<B>) -> FloatTensor<B> {
+    if let Some(sum) = flex_shifted_sum::<B>(&terms, inverse_rms) {
+        return sum;
+    }
+    terms
+        .into_iter()
+        .map(|t| {
+            let centred = match t.shift {
+                Some(c) => B::float_sub(t.values, c),
+                None => t.values,
+            };
+            let scaled = B::float_mul_scalar(centred, t.scale.into());
+            if t.by_inverse_rms { B::float_mul(scaled, inverse_rms.clone()) } else { scaled }
+        })
+        .reduce(B::float_add)
+        .expect("at least one term")
+}
+
+fn flex_shifted_sum<B: Backend>(terms: &[Shifted<B>], inverse_rms: &FloatTensor<B>) -> Option<FloatTensor<B>> {
+    use rayon::prelude::*;
+    let shape = terms.first()?.values.shape();
+    let inv = cpu_conv::values(cpu_conv::as_flex::<B>(inverse_rms)?)[0];
+    let mut inputs = Vec::with_capacity(terms.len());
+    for t in terms {
+        let values = cpu_conv::values(cpu_conv::as_flex::<B>(&t.values)?);
+        let shift = match &t.shift {
+            Some(c) => Some(cpu_conv::values(cpu_conv::as_flex::<B>(c)?)),
+            None => None,
+        };
+        inputs.push((values, shift, if t.by_inverse_rms { t.scale * inv } else { t.scale }));
+    }
+    let len = shape.num_elements();
+    let example = len / shape[0].max(1);
+    if inputs.iter().any(|(v, c, _)| v.len() != len || c.as_ref().is_some_and(|c| c.len() != example)) {
+        return None;
+    }
+    let mut out = vec![0.0f32; len];
+    out.par_chunks_mut(example.max(1)).enumerate().for_each(|(n, row)| {
+        for (k, (values, shift, scale)) in inputs.iter().enumerate() {
+            let v = &values[n * example..][..row.len()];
+            match (shift, k) {
+                (Some(c), 0) => row.iter_mut().zip(v).zip(c.iter()).for_each(|((o, &v), &c)| *o = scale * (v - c)),
+                (Some(c), _) => row.iter_mut().zip(v).zip(c.iter()).for_each(|((o, &v), &c)| *o += scale * (v - c)),
+                (None, 0) => row.iter_mut().zip(v).for_each(|(o, &v)| *o = scale * v),
+                (None, _) => row.iter_mut().zip(v).for_each(|(o, &v)| *o += scale * v),
+            }
+        }
+    });
+    Some(cpu_conv::to_primitive::<B>(out, shape))
+}
+
+/// 1/(RMS of x − μ + 10⁻¹²) over all of x, μ a one-example input broadcast over the batch: on
+/// flex f32 one pass summing in f64, without the centred copy and its square.
+fn inverse_rms<B: Backend>(x: &FloatTensor<B>, mean_input: &FloatTensor<B>) -> FloatTensor<B> {
+    let flex = || {
+        use rayon::prelude::*;
+        let (xs, ms) = (cpu_conv::values(cpu_conv::as_flex::<B>(x)?), cpu_conv::values(cpu_conv::as_flex::<B>(mean_input)?));
+        if ms.is_empty() || xs.len() % ms.len() != 0 {
+            return None;
+        }
+        let sum: f64 = xs.par_chunks(ms.len()).map(|row| row.iter().zip(ms.iter()).map(|(&v, &m)| ((v - m) as f64).powi(2)).sum::<f64>()).sum();
+        let rms = (sum / xs.len() as f64).sqrt() as f32 + 1e-12;
+        Some(cpu_conv::to_primitive::<B>(vec![1.0 / rms], [1]))
+    };
+    flex().unwrap_or_else(|| {
+        let centred = B::float_sub(x.clone(), mean_input.clone());
+        B::float_recip(B::float_add_scalar(B::float_sqrt(B::float_mean(B::float_mul(centred.clone(), centred))), 1e-12f32.into()))
+    })
 }
 
 /// `[⟨a, b⟩, ‖a‖², ‖b‖²]` of two tensors of the same shape, read back to the host in one go.
