@@ -912,6 +912,40 @@ mod tests {
         let _ = std::fs::remove_dir_all(&out);
     }
 
+    /// A run whose pool has one thread (a sweep's worker with `train.threads = 1`) runs its
+    /// training loop on that pool's only worker, so the recorder computes each point's
+    /// statistics in line there instead of on its own thread (queued on that pool, behind the
+    /// loop that waits for them, they would never run): the run finishes, with the points of a
+    /// two-thread run, whose statistics run beside training, value for value.
+    #[test]
+    fn recording_in_a_one_thread_pool_finishes_with_the_observables_of_a_wider_one() {
+        let out = std::env::temp_dir().join(format!("plastic-observe-one-thread-{}", std::process::id()));
+        let set = ["model.kind=convnet", "model.channels=[4]", "model.hidden=[8]", "train.steps=8", "train.batch_size=16", "train.eval_every=0", "observe.points=5", "observe.probe_batch=8"].map(String::from);
+        let base = RunConfig::parse("", &set).unwrap();
+        let run = move |name: &str, threads: usize| {
+            let (config, out) = (base.clone(), out.clone());
+            let name = name.to_string();
+            let (done, finished) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| {
+                    let splits = plastic_data::open(&config.data).unwrap();
+                    let options = TrainOptions { out: out.clone(), device: crate::device::select(crate::device::DeviceChoice::Cpu).unwrap(), resume: false, force: true };
+                    let c = RunConfig { name: name.clone(), ..config };
+                    train(&c, &splits, &options, &mut Silent).unwrap();
+                });
+                let _ = done.send(plastic_observe::RunObservables::read(&out.join(&name)).unwrap());
+            });
+            finished.recv_timeout(std::time::Duration::from_secs(120)).unwrap_or_else(|_| panic!("the run on {threads} thread(s) did not finish in 2 minutes"))
+        };
+        let (one, two) = (run("one-thread", 1), run("two-threads", 2));
+        assert_eq!(one.points.len(), 5);
+        for (a, b) in one.points.iter().zip(&two.points) {
+            assert_eq!((a.step, &a.values, &a.extra), (b.step, &b.values, &b.extra));
+        }
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("plastic-observe-one-thread-{}", std::process::id())));
+    }
+
     #[test]
     fn the_divergence_watch_fires_on_nan_or_three_lines_above_ten_times_the_first() {
         let mut w = DivergenceWatch { first: None, above: 0 };
