@@ -75,11 +75,16 @@ fn planes(x: &[f32], (n, c_all, s): (usize, usize, usize), c: usize) -> impl Ite
     (0..n).map(move |i| &x[(i * c_all + c) * s..][..s])
 }
 
+/// Σ x over the batch and positions of channel `c`, in f64, in a fixed order.
+fn channel_sum(x: &[f32], dims: (usize, usize, usize), c: usize) -> f64 {
+    planes(x, dims, c).map(|p| sum_by(p, |v| v)).sum()
+}
+
 /// Per channel: Σ x over the batch and positions of `x` ([N, C, …] as (N, C, S)), one channel
 /// per task (a fixed order: the same bits whatever the thread count). Also the convolution's
 /// bias gradient on flex (`cpu_conv::try_bias_grad`).
 pub(crate) fn channel_sums(x: &[f32], dims: (usize, usize, usize)) -> Vec<f32> {
-    (0..dims.1).into_par_iter().map(|c| planes(x, dims, c).map(|p| sum_by(p, |v| v)).sum::<f64>() as f32).collect()
+    (0..dims.1).into_par_iter().map(|c| channel_sum(x, dims, c) as f32).collect()
 }
 
 /// Per channel: the mean and the biased variance of `x` ([N, C, …] as (N, C, S)).
@@ -89,7 +94,7 @@ pub fn batch_statistics(x: &[f32], dims: (usize, usize, usize)) -> (Vec<f32>, Ve
     (0..c_all)
         .into_par_iter()
         .map(|c| {
-            let mean = planes(x, dims, c).map(|p| sum_by(p, |v| v)).sum::<f64>() / count;
+            let mean = channel_sum(x, dims, c) / count;
             let m = mean as f32;
             let variance = planes(x, dims, c).map(|p| sum_by(p, |v| (v - m) * (v - m))).sum::<f64>() / count;
             (mean as f32, variance as f32)

@@ -70,10 +70,15 @@ pub fn host(t: Tensor<1>) -> Vec<f32> {
 /// differentiate through).
 pub fn jacobian_sums<const D: usize>(input: &Tensor<D>, masks: &[OutputMask], f: &dyn Fn(Tensor<D>) -> Tensor<2>) -> Vec<Vec<f32>> {
     let mut leaf = |input: &Tensor<D>| {
-        let x = Tensor::<D>::from_inner(input.clone()).require_grad();
+        let x = tracked(input);
         (x.clone(), f(x))
     };
     jacobian_sums_of(input, masks, &mut leaf, &|y| y)
+}
+
+/// `input` (inner device) as an autodiff leaf whose gradient is asked for.
+fn tracked<const D: usize>(input: &Tensor<D>) -> Tensor<D> {
+    Tensor::<D>::from_inner(input.clone()).require_grad()
 }
 
 /// [`jacobian_sums`] of `observed ∘ op`, which also gives `op`'s value at `input` (on the
@@ -82,14 +87,14 @@ pub fn jacobian_sums<const D: usize>(input: &Tensor<D>, masks: &[OutputMask], f:
 /// layer (its output kept), `observed` an elementwise map of it flattened to `[batch, units]`;
 /// `masks` is asked for the masks once the output's units (its non-batch elements) are known.
 pub fn output_and_jacobian_sums<const D: usize, const E: usize>(input: &Tensor<D>, masks: &mut dyn FnMut(usize) -> Vec<OutputMask>, op: &dyn Fn(Tensor<D>) -> Tensor<E>, observed: &dyn Fn(Tensor<E>) -> Tensor<2>) -> (Tensor<E>, Vec<Vec<f32>>) {
-    let x = Tensor::<D>::from_inner(input.clone()).require_grad();
+    let x = tracked(input);
     let z = op(x.clone());
     let output = z.clone().inner();
     let masks = masks(z.dims()[1..].iter().product());
     let mut first = Some((x, z));
     let jacobians = jacobian_sums_of(input, &masks, &mut |input| {
         first.take().unwrap_or_else(|| {
-            let x = Tensor::<D>::from_inner(input.clone()).require_grad();
+            let x = tracked(input);
             (x.clone(), op(x))
         })
     }, observed);

@@ -291,7 +291,8 @@ impl ModuleMapper for StepMapper<'_> {
         let state = self.opt.state.entry(path).or_insert_with(|| ParamState { steps: 0, slots: Vec::new() });
         state.steps += 1;
         // SGD with momentum after its first step, the usual case: one fused pass
-        // (plastic_rules::update), the same arithmetic as the composed ops below.
+        // (plastic_rules::update), the same arithmetic as the composed ops below. (A resumed
+        // run keeps its optimiser, so a buffer is there on every step but the first.)
         if matches!(settings.kind, OptimizerKind::Sgd) && settings.momentum > 0.0 && state.slots.len() == 1 {
             let v = state.slots.pop().expect("one momentum buffer");
             let coupled = weight_decay > 0.0 && !settings.decoupled;
@@ -317,12 +318,9 @@ impl ModuleMapper for StepMapper<'_> {
         let direction = match settings.kind {
             OptimizerKind::Sgd => {
                 if settings.momentum > 0.0 {
-                    let v = match state.slots.pop() {
-                        Some(v) => v * settings.momentum + g.clone(),
-                        None => g.clone(),
-                    };
-                    state.slots = vec![v.clone()];
-                    if settings.nesterov { g + v * settings.momentum } else { v }
+                    // The first step: the buffer starts as g.
+                    state.slots = vec![g.clone()];
+                    if settings.nesterov { g.clone() + g * settings.momentum } else { g }
                 } else {
                     g
                 }
