@@ -12,7 +12,7 @@ its own line): `convnet` (3×3 conv 32 → ReLU → max-pool 2, 3×3 conv 64 →
 fc 128 → ReLU → fc), `knet4` (Caffe's cifar10_full without LRN, plastic's default: three 5×5
 convs 32, 32, 64 with 3×3/2 pools, fc), `alexnet` (plastic's small-input variant below 100 px:
 conv1 3×3/1 at 32 px, 5×5/2 from 48 px, 11×11/4 from 100 px; adaptive pool to 2×2, or 6×6 from
-100 px; no dropout, no LRN), `resnet18` (torchvision's; the CIFAR stem, a 3×3/1 conv without
+100 px; dropout 0.5 after fc6's and fc7's ReLU, as plastic's default `model.dropout`; no LRN), `resnet18` (torchvision's; the CIFAR stem, a 3×3/1 conv without
 the max-pool, below 100 px, as plastic's `stem = "auto"`), `shallownet`. With `--export DIR`
 (a `plastic export --format pytorch` folder), the exported model as `python/plastic_torch.py`
 rebuilds it — the ConvRNN twins of `scripts/compare.sh` — trained on the mean cross-entropy of
@@ -72,8 +72,8 @@ def alexnet(channels, resolution, classes):
         nn.Conv2d(384, 256, 3, 1, 1), nn.ReLU(),
         nn.Conv2d(256, 256, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(3, 2),
         nn.AdaptiveAvgPool2d(adaptive), nn.Flatten(),
-        nn.Linear(256 * adaptive * adaptive, 4096), nn.ReLU(),
-        nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, classes),
+        nn.Linear(256 * adaptive * adaptive, 4096), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4096, classes),
     )
 
 

@@ -41,6 +41,11 @@ pub const WEIGHT_GRAD_CHUNKS: usize = 8;
 /// (see [`weight_grad`]).
 pub const WHOLE_BATCH_WEIGHT_GRAD_FROM: usize = 1 << 17;
 
+/// Blocks of input channels (per group) that a large kernel's weight gradient is split into
+/// ([`weight_grad_by_channel_blocks`]): enough for the threads to balance, few enough that each
+/// block's product stays wide (AlexNet's 192-channel 3 × 3 conv: 108 columns a block).
+const WEIGHT_GRAD_CHANNEL_BLOCKS: usize = 16;
+
 /// Products narrower than this many columns take several examples side by side (example e in
 /// columns e·positions…), so the kernel is packed once for all of them: at ResNet-18's last
 /// stage (4×4 positions at 32 px) one example's product is 512 × 16 × 4608, and packing the
@@ -115,6 +120,19 @@ impl Geometry {
     /// function of the shape alone, so results never depend on the thread count.
     fn examples_per_product(&self) -> usize {
         PRODUCT_COLUMNS.div_ceil(self.positions().max(1)).clamp(1, self.batch.max(1))
+    }
+    /// [`Geometry::examples_per_product`] widened, up to twice, to split the batch into an even
+    /// number of equal products where that is possible: the forward's tasks are products, and
+    /// AlexNet's 7 × 7 layers at batch 64 made 11 (six examples each, one of four), so one
+    /// thread ran a sixth product while the other waited. Only for products whose columns are
+    /// independent sums (the forward and the input gradient): the result does not change.
+    fn examples_per_task(&self) -> usize {
+        let per = self.examples_per_product();
+        let even = |p: usize| self.batch % p == 0 && (self.batch / p) % 2 == 0;
+        if even(per) {
+            return per;
+        }
+        (per..=(2 * per).min(self.batch)).find(|&p| even(p)).unwrap_or(per)
     }
     fn plane(&self) -> usize {
         self.h * self.w
@@ -460,12 +478,20 @@ struct Mat {
     cs: isize,
 }
 
+// SAFETY: a read-only view of a slice that outlives every product reading it.
+unsafe impl Send for Mat {}
+unsafe impl Sync for Mat {}
+
 impl Mat {
     fn rows(slice: &[f32], cols: usize) -> Self {
         Self { ptr: slice.as_ptr(), rs: cols as isize, cs: 1 }
     }
     fn t(self) -> Self {
         Self { ptr: self.ptr, rs: self.cs, cs: self.rs }
+    }
+    /// The view from column `j` on.
+    fn from_column(self, j: usize) -> Self {
+        Self { ptr: self.ptr.wrapping_offset(j as isize * self.cs), ..self }
     }
 }
 
@@ -489,7 +515,17 @@ fn gemm_into(dst: &mut [f32], [dst_rs, dst_cs]: [isize; 2], m: usize, n: usize, 
     assert!(dst.len() >= m * n);
     // SAFETY: every view was built from a slice holding its [rows, cols] extent (checked by the
     // callers' slicing), and dst is an exclusive buffer of m·n elements in those strides.
-    unsafe { gemm::gemm(m, n, k, dst.as_mut_ptr(), dst_cs, dst_rs, accumulate, lhs.ptr, lhs.cs, lhs.rs, rhs.ptr, rhs.cs, rhs.rs, 1.0f32, 1.0f32, false, false, false, parallelism) }
+    unsafe { gemm_raw(dst.as_mut_ptr(), [dst_rs, dst_cs], m, n, k, lhs, rhs, accumulate, parallelism) }
+}
+
+/// `gemm` on raw views.
+///
+/// # Safety
+/// `dst` must be valid for writes (and reads, with `accumulate`) over its m × n extent in its
+/// strides, with no other access meanwhile; `lhs` and `rhs` valid for reads over theirs.
+unsafe fn gemm_raw(dst: *mut f32, [dst_rs, dst_cs]: [isize; 2], m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, accumulate: bool, parallelism: Parallelism) {
+    // SAFETY: as the caller promises.
+    unsafe { gemm::gemm(m, n, k, dst, dst_cs, dst_rs, accumulate, lhs.ptr, lhs.cs, lhs.rs, rhs.ptr, rhs.cs, rhs.rs, 1.0f32, 1.0f32, false, false, false, parallelism) }
 }
 
 /// `src` ([rows, cols], row-major) transposed into `dst` ([cols, rows]). With AVX, in 8 × 8
@@ -597,7 +633,7 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) ->
     if y.is_empty() {
         return y;
     }
-    let per = g.examples_per_product();
+    let per = g.examples_per_task();
     let parallelism = inner_parallelism(g.batch.div_ceil(per));
     let parallel = matches!(parallelism, Parallelism::Rayon(_));
     let patches = Patches::new(g);
@@ -668,7 +704,7 @@ fn input_grad_col2im(g: &Geometry, kernel: &[f32], dy: &[f32]) -> Vec<f32> {
     if positions == 0 || dx.is_empty() {
         return dx;
     }
-    let per = g.examples_per_product();
+    let per = g.examples_per_task();
     let parallelism = inner_parallelism(g.batch.div_ceil(per));
     dx.par_chunks_mut(per * x_size).enumerate().for_each_init(
         || (Vec::new(), Vec::new()),
@@ -724,6 +760,9 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     // transposed instead of the result: the product is written straight in δW's layout.
     let patches_transposed = chunks == 1 && opg > per * positions;
     let patches = Patches::new(g);
+    if chunks == 1 && !patches_transposed {
+        return weight_grad_by_channel_blocks(g, x, dy, &patches);
+    }
     let partial: Vec<Vec<f32>> = (0..g.batch.div_ceil(chunk))
         .into_par_iter()
         .map(|c| {
@@ -777,6 +816,64 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     dw
 }
 
+/// [`weight_grad`] of a large kernel in one parallel region: its columns (the patch rows) split
+/// into [`WEIGHT_GRAD_CHANNEL_BLOCKS`] blocks of input channels per group, each task summing the
+/// whole batch into its own block of δW from that block's patch rows, with δy transposed once for
+/// all of them. Summed with the threads splitting each example's product instead (one fork-join
+/// per product, with the patch matrix and δy's transposes between them on one thread), the
+/// second thread slept through a fifth of AlexNet's step: each product woke it again.
+fn weight_grad_by_channel_blocks(g: &Geometry, x: &[f32], dy: &[f32], patches: &Patches) -> Vec<f32> {
+    let (positions, rows, opg, ipg, taps) = (g.positions(), g.patch_rows(), g.out_per_group(), g.in_per_group(), g.kh * g.kw);
+    let (x_size, y_size) = (g.c_in * g.plane(), g.c_out * positions);
+    let per = g.examples_per_product();
+    // δy transposed, group by group: [groups][batch · positions, C_out/g], so that a product's
+    // examples are consecutive rows (as `side_by_side` would lay them out).
+    let mut dy_t = vec![0.0f32; g.batch * y_size];
+    dy_t.par_chunks_mut(positions * opg).enumerate().for_each(|(i, dst)| {
+        let (group, n) = (i / g.batch, i % g.batch);
+        transpose_into(&dy[(n * g.c_out + group * opg) * positions..][..opg * positions], opg, positions, dst);
+    });
+    // δW's groups as [rows, C_out/g] (column-major [C_out/g, rows]); a block of channels owns a
+    // contiguous run of its rows. The blocks depend on the shape alone, never on the threads.
+    let block = ipg.div_ceil(WEIGHT_GRAD_CHANNEL_BLOCKS);
+    let mut total = vec![0.0f32; g.c_out * rows];
+    let parts: Vec<(usize, usize, &mut [f32])> = total
+        .chunks_mut(opg * rows)
+        .enumerate()
+        .flat_map(|(group, of_group)| of_group.chunks_mut(block * taps * opg).enumerate().map(move |(b, part)| (group, b * block, part)))
+        .collect();
+    parts.into_par_iter().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(cols, padded), (group, c_lo, out)| {
+            let channels = out.len() / (taps * opg);
+            let block_rows = channels * taps;
+            let c0 = group * ipg + c_lo;
+            for (step, n0) in (0..g.batch).step_by(per).enumerate() {
+                let count = per.min(g.batch - n0);
+                let width = count * positions;
+                let x_chunk = &x[n0 * x_size..][..count * x_size];
+                let patch_rows: &[f32] = if g.is_pointwise() {
+                    side_by_side(x_chunk, g.c_in, c0, block_rows, positions, count, cols)
+                } else {
+                    cols.resize(block_rows * width, 0.0);
+                    for (c, rows_of_c) in cols.chunks_exact_mut(taps * width).enumerate() {
+                        patches.channel_dispatch(g, x_chunk, count, c0 + c, rows_of_c, padded);
+                    }
+                    cols
+                };
+                let d = &dy_t[(group * g.batch + n0) * positions * opg..][..width * opg];
+                matmul_col_major(out, opg, block_rows, width, Mat::rows(d, opg).t(), Mat::rows(patch_rows, width).t(), step > 0, Parallelism::None);
+            }
+        },
+    );
+    // Each group's block back from [rows, C_out/g] to [C_out/g, rows].
+    let mut dw = vec![0.0f32; total.len()];
+    for (src, dst) in total.chunks_exact(opg * rows).zip(dw.chunks_exact_mut(opg * rows)) {
+        transpose_into(src, rows, opg, dst);
+    }
+    dw
+}
+
 /// The flex tensor behind a backend primitive, when the backend is flex and the tensor f32.
 pub(crate) fn as_flex<B: Backend>(t: &FloatTensor<B>) -> Option<&FlexTensor> {
     (t as &dyn std::any::Any).downcast_ref::<FlexTensor>().filter(|t| t.dtype() == DType::F32)
@@ -821,18 +918,57 @@ pub fn try_dense_product<B: Backend>(lhs: &FloatTensor<B>, lhs_transposed: bool,
     }
     let mut out = vec![0.0f32; m * n];
     if m * n > 0 && k > 0 {
-        let parallelism = if rayon::current_num_threads() > 1 { Parallelism::Rayon(0) } else { Parallelism::None };
         let (lhs, rhs) = (view(&lhs_values, ls[1], lhs_transposed), view(&rhs_values, rs[1], rhs_transposed));
         if !lhs_transposed && rhs_transposed {
             // Both run along k (δy·Bᵀ): column-major, then transposed (see matmul_col_major).
             let mut col_major = vec![0.0f32; m * n];
-            matmul_col_major(&mut col_major, m, n, k, lhs, rhs, false, parallelism);
+            product_by_columns(&mut col_major, [1, m as isize], m, n, k, lhs, rhs);
             transpose_into(&col_major, n, m, &mut out);
         } else {
-            matmul(&mut out, m, n, k, lhs, rhs, false, parallelism);
+            product_by_columns(&mut out, [n as isize, 1], m, n, k, lhs, rhs);
         }
     }
     Some(to_primitive::<B>(out, [m, n]))
+}
+
+/// Columns of a dense product per task in [`product_by_columns`].
+const DENSE_COLUMN_BLOCK: usize = 256;
+
+/// dst (strides `[row, column]`) = lhs · rhs, its columns in blocks of [`DENSE_COLUMN_BLOCK`],
+/// each block one single-threaded product on the pool. A dense layer's forward at batch 64
+/// (AlexNet's fc2: 64 × 4096 · 4096 × 4096) is bound by reading W: split inside gemm, both
+/// threads read all of W for half the outputs each, and the forward took longer on two threads
+/// than on one (29 against 23 ms a step); by columns each task reads its own columns of W. The
+/// blocks depend on the shape alone, and each element's sum runs in the same order whatever the
+/// block, so the threads never change the result.
+fn product_by_columns(dst: &mut [f32], [dst_rs, dst_cs]: [isize; 2], m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat) {
+    assert!(dst.len() >= m * n);
+    if n < 2 * DENSE_COLUMN_BLOCK {
+        let parallelism = if rayon::current_num_threads() > 1 { Parallelism::Rayon(0) } else { Parallelism::None };
+        return gemm_into(dst, [dst_rs, dst_cs], m, n, k, lhs, rhs, false, parallelism);
+    }
+    let out = SharedOutput(dst.as_mut_ptr());
+    (0..n.div_ceil(DENSE_COLUMN_BLOCK)).into_par_iter().for_each(|b| {
+        let (j0, width) = (b * DENSE_COLUMN_BLOCK, DENSE_COLUMN_BLOCK.min(n - b * DENSE_COLUMN_BLOCK));
+        // SAFETY: dst holds the m × n extent in these strides (checked above); block b writes
+        // only its columns j0..j0 + width, which no other block touches; lhs and rhs are views of
+        // slices that outlive the call, only read.
+        unsafe { gemm_raw(out.at(j0 as isize * dst_cs), [dst_rs, dst_cs], m, width, k, lhs, rhs.from_column(j0), false, Parallelism::None) }
+    });
+}
+
+/// A product's output shared by tasks that write disjoint parts of it ([`product_by_columns`]).
+#[derive(Clone, Copy)]
+struct SharedOutput(*mut f32);
+
+// SAFETY: the tasks holding it write disjoint elements, and the buffer outlives them.
+unsafe impl Send for SharedOutput {}
+unsafe impl Sync for SharedOutput {}
+
+impl SharedOutput {
+    fn at(self, offset: isize) -> *mut f32 {
+        self.0.wrapping_offset(offset)
+    }
 }
 
 /// `conv2d(x, weight, bias)` on flex, or `None` for another backend or dtype.
@@ -931,6 +1067,10 @@ mod tests {
             (19, 4, 4, 4, 6, 3, 3, [2, 2], [(1, 1), (1, 1)], [1, 1], 2),
             (21, 4, 4, 4, 6, 1, 1, [1, 1], [(0, 0), (0, 0)], [1, 1], 2),
             (5, 128, 4, 4, 128, 3, 3, [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
+            // Large kernels summed whole by blocks of input channels: in groups (the blocks
+            // start again in each group), and 1×1 (the patch rows are x's own channels).
+            (2, 256, 8, 8, 256, 3, 3, [1, 1], [(1, 1), (1, 1)], [1, 1], 2),
+            (3, 512, 16, 16, 256, 1, 1, [1, 1], [(0, 0), (0, 0)], [1, 1], 1),
             // A large kernel over 2×2 positions, in groups: the weight gradient from the
             // transposed patch matrix.
             (6, 64, 2, 2, 512, 3, 3, [1, 1], [(1, 1), (1, 1)], [1, 1], 2),

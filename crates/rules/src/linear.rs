@@ -2,13 +2,12 @@
 
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::conv2d::replace_value;
 use crate::init::WeightInit;
 use crate::layer::{FeedbackLayer, MirrorSettings};
-use crate::ops::{BackwardSpec, FeedbackGrad, LocalLoss, feedback_linear};
+use crate::ops::{BackwardSpec, FeedbackGrad, LocalLoss, feedback_linear, plain_linear};
 use crate::precision::follow;
 use crate::rule::LayerRule;
 use crate::source::FeedbackSource;
@@ -82,7 +81,7 @@ impl FeedbackLinear {
         // As in `FeedbackConv2d::forward`: a plain product without autodiff, with backprop, or
         // on an input that carries no gradient when B does not learn.
         if self.rule.is_plain() || !weight.is_autodiff() || (!x.is_tracked() && !self.rule.trains_feedback()) {
-            return linear(x, weight, bias);
+            return plain_linear(x, weight, bias);
         }
         let feedback = follow(self.feedback_tensor(&self.weight.val()), &x);
         let spec = BackwardSpec { feedback_grad: self.rule.feedback_grad(), tap: Some(self.tap.clone()) };

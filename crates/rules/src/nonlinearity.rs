@@ -1,7 +1,6 @@
 //! Pointwise nonlinearities shared by the model crates.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -18,7 +17,8 @@ pub enum Activation {
 impl Activation {
     pub fn apply<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match self {
-            Activation::Relu => activation::relu(x),
+            // One parallel pass each way on flex, in place where it can ([`crate::pointwise::relu`]).
+            Activation::Relu => crate::pointwise::relu(x),
             // One fused op ([`crate::pointwise::elu`]): accurate near 0 (as expm1), finite
             // gradients for large x, one pass each way.
             Activation::Elu => crate::pointwise::elu(x),

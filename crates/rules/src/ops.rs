@@ -115,6 +115,13 @@ pub trait FeedbackBackend: Backend {
         ConvKind(options).forward::<Self>(x, weight, bias.into_option())
     }
 
+    /// `x · weight + bias` with backprop's gradients: on flex, [`crate::cpu_conv`]'s products
+    /// forward and backward, reading the transposes in place (this op's node, B = W); elsewhere
+    /// the backend's own matmul and its autodiff.
+    fn plain_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, #[extension_type] bias: MaybeBias<Self>) -> FloatTensor<Self> {
+        DenseKind.forward::<Self>(x, weight, bias.into_option())
+    }
+
     /// `x · weight + bias` with `x: [n, d_in]`, `weight: [d_in, d_out]`.
     fn feedback_linear(
         x: FloatTensor<Self>,
@@ -230,7 +237,7 @@ struct DenseKind;
 
 impl LayerKind for DenseKind {
     fn apply<B: Backend>(&self, x: FloatTensor<B>, kernel: FloatTensor<B>) -> FloatTensor<B> {
-        B::float_matmul(x, kernel)
+        cpu_conv::try_dense_product::<B>(&x, false, &kernel, false).unwrap_or_else(|| B::float_matmul(x, kernel))
     }
     fn apply_transpose<B: Backend>(&self, _x: &FloatTensor<B>, kernel: FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B> {
         cpu_conv::try_dense_product::<B>(&g, false, &kernel, true).unwrap_or_else(|| B::float_matmul(g, B::float_transpose(kernel)))
@@ -563,6 +570,14 @@ impl<B: FeedbackBackend, C: CheckpointStrategy> FeedbackBackend for Autodiff<B, 
         record::<B, C, ConvKind>(ConvKind(options), x, weight.clone(), bias.into_option(), weight, BackwardSpec::default())
     }
 
+    fn plain_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: MaybeBias<Self>) -> FloatTensor<Self> {
+        if !cpu_conv::is_flex::<B>(&x.clone().into_primitive()) {
+            return DenseKind.forward::<Self>(x, weight, bias.into_option());
+        }
+        // As plain_conv2d: W is its own feedback, and no gradient for "B".
+        record::<B, C, DenseKind>(DenseKind, x, weight.clone(), bias.into_option(), weight, BackwardSpec::default())
+    }
+
     fn feedback_linear(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -635,6 +650,12 @@ pub fn feedback_conv2d(
 /// `conv2d(x, weight, bias)` with backprop's gradients, on flex through [`crate::cpu_conv`].
 pub fn plain_conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options: ConvOptions<2>) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as FeedbackBackend>::plain_conv2d(x.into_dispatch(), weight.into_dispatch(), dispatch_bias(bias), options))
+}
+
+/// `x · weight + bias` (`weight: [d_in, d_out]`) with backprop's gradients, on flex through
+/// [`crate::cpu_conv`].
+pub fn plain_linear(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as FeedbackBackend>::plain_linear(x.into_dispatch(), weight.into_dispatch(), dispatch_bias(bias)))
 }
 
 /// `x · weight + bias` (`weight: [d_in, d_out]`) whose backward uses `feedback` for the input

@@ -50,6 +50,16 @@ pub trait PointwiseBackend: Backend {
         Self::float_mul(grad, Self::float_add_scalar(Self::float_clamp_max(output, 0.0f32.into()), 1.0f32.into()))
     }
 
+    /// relu(x): x where x > 0 (NaN stays NaN), 0 elsewhere.
+    fn fused_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        <Self as burn::backend::ops::ActivationOps<Self>>::relu(x)
+    }
+
+    /// δx of relu from its output y: δy where y > 0 (or NaN), 0 elsewhere.
+    fn fused_relu_backward(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        <Self as burn::backend::ops::ActivationOps<Self>>::relu_backward(output, grad)
+    }
+
     /// `offset + multiplier · f(z)`.
     fn gate(z: FloatTensor<Self>, nonlinearity: GateNonlinearity, offset: f32, multiplier: f32) -> FloatTensor<Self> {
         let f = match nonlinearity {
@@ -88,6 +98,24 @@ impl PointwiseBackend for burn::backend::NdArray {}
 /// One pass each: f32 through this module's loops ([`on_flex_f32`]), f64 (and f16 and bf16
 /// through f32) through burn-flex's `unary_op` / `binary_op`.
 impl PointwiseBackend for Flex {
+    fn fused_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let x = match in_place_f32(F32Op::Relu, x, None) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
+        on_flex_f32(F32Op::Relu, &x, None).unwrap_or_else(|| <Self as burn::backend::ops::ActivationOps<Self>>::relu(x))
+    }
+
+    fn fused_relu_backward(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        // Written into δy's buffer where nothing else holds it (the usual case: autodiff hands
+        // each gradient over once).
+        let grad = match in_place_f32(F32Op::ReluBackwardInPlace, grad, Some(&output)) {
+            Ok(d) => return d,
+            Err(grad) => grad,
+        };
+        on_flex_f32(F32Op::ReluBackward, &output, Some(&grad)).unwrap_or_else(|| <Self as burn::backend::ops::ActivationOps<Self>>::relu_backward(output, grad))
+    }
+
     fn elu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         if let Some(y) = on_flex_f32(F32Op::Elu, &x, None) {
             return y;
@@ -152,6 +180,18 @@ impl PointwiseBackend for Flex {
     }
 }
 
+/// relu(v), as burn's: NaN propagates, and −0 and every v ≤ 0 give +0.
+#[inline(always)]
+fn relu32(v: f32) -> f32 {
+    if v.is_nan() || v > 0.0 { v } else { 0.0 }
+}
+
+/// δx of relu from its output y and δy, as burn's: δy where y > 0 or y is NaN.
+#[inline(always)]
+fn relu_backward32(y: f32, g: f32) -> f32 {
+    if y.is_nan() || y > 0.0 { g } else { 0.0 }
+}
+
 /// elu(v), accurate near 0 (as expm1) and vectorisable; NaN propagates.
 #[inline(always)]
 fn elu32(v: f32) -> f32 {
@@ -191,6 +231,11 @@ fn gate_backward32(v: f32, g: f32, nonlinearity: GateNonlinearity, multiplier: f
 /// This module's ops on f32 values (the formulas above; burn-flex's loops use them too).
 #[derive(Debug, Clone, Copy)]
 enum F32Op {
+    Relu,
+    /// From relu's output and δy.
+    ReluBackward,
+    /// relu's backward written over δy: `a` is δy, `b` the output.
+    ReluBackwardInPlace,
     Elu,
     /// From elu's output and δy.
     EluBackward,
@@ -208,6 +253,9 @@ fn apply(op: F32Op, a: &[f32], b: &[f32], out: &mut [f32]) {
     use GateNonlinearity::{Sigmoid, Tanh};
     // One loop per op (and nonlinearity), so that each is a plain loop the compiler vectorises.
     match op {
+        F32Op::Relu => out.iter_mut().zip(a).for_each(|(o, &v)| *o = relu32(v)),
+        F32Op::ReluBackward => out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&y, &g))| *o = relu_backward32(y, g)),
+        F32Op::ReluBackwardInPlace => out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&g, &y))| *o = relu_backward32(y, g)),
         F32Op::Elu => out.iter_mut().zip(a).for_each(|(o, &v)| *o = elu32(v)),
         F32Op::EluBackward => out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&y, &g))| *o = elu_backward32(y, g)),
         F32Op::Gate(Sigmoid, offset, multiplier) => out.iter_mut().zip(a).for_each(|(o, &v)| *o = gate32(v, Sigmoid, offset, multiplier)),
@@ -260,6 +308,72 @@ fn on_flex_f32(op: F32Op, a: &FloatTensor<Flex>, b: Option<&FloatTensor<Flex>>) 
         apply_dispatch(op, &av[i * BLOCK..][..o.len()], b, o);
     });
     Some(to_primitive::<Flex>(out, af.shape()))
+}
+
+/// `op` written over `a`'s own buffer, in parallel blocks, where `a` is an f32 flex tensor that
+/// nothing else holds, contiguous from its start (and `b`, if any, f32 of its shape); `a` back
+/// otherwise. Saves a tensor's allocation and a pass of fresh memory: relu's input (a
+/// convolution's output) and δy are each used once.
+fn in_place_f32(op: F32Op, a: FloatTensor<Flex>, b: Option<&FloatTensor<Flex>>) -> Result<FloatTensor<Flex>, FloatTensor<Flex>> {
+    const BLOCK: usize = 1 << 14;
+    let bf = match b {
+        Some(b) => match as_flex::<Flex>(b).filter(|bf| bf.shape() == a.shape() && bf.dtype() == burn::tensor::DType::F32) {
+            Some(bf) => Some(bf),
+            None => return Err(a),
+        },
+        None => None,
+    };
+    let layout = a.layout();
+    if a.dtype() != burn::tensor::DType::F32 || !a.is_unique() || !layout.is_contiguous() || layout.start_offset() != 0 {
+        return Err(a);
+    }
+    let bv = bf.map(values);
+    let mut a = a;
+    let n = a.layout().num_elements();
+    let inout = &mut a.storage_mut::<f32>()[..n];
+    inout.par_chunks_mut(BLOCK).enumerate().for_each(|(i, chunk)| {
+        let b = bv.as_ref().map_or(&[][..], |b| &b[i * BLOCK..][..chunk.len()]);
+        apply_in_place_dispatch(op, chunk, b);
+    });
+    Ok(a)
+}
+
+/// [`apply`] with its output over its first input: relu and its backward (the ops that
+/// [`in_place_f32`] is asked for); any other op through a copy of the block.
+#[inline(always)]
+fn apply_in_place(op: F32Op, inout: &mut [f32], b: &[f32]) {
+    match op {
+        F32Op::Relu => inout.iter_mut().for_each(|v| *v = relu32(*v)),
+        F32Op::ReluBackwardInPlace => inout.iter_mut().zip(b).for_each(|(g, &y)| *g = relu_backward32(y, *g)),
+        _ => {
+            let a = inout.to_vec();
+            apply(op, &a, b, inout)
+        }
+    }
+}
+
+/// [`apply_in_place`] compiled for the widest vector unit this CPU has, as [`apply_dispatch`].
+fn apply_in_place_dispatch(op: F32Op, inout: &mut [f32], b: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        fn avx512(op: F32Op, inout: &mut [f32], b: &[f32]) {
+            apply_in_place(op, inout, b)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2(op: F32Op, inout: &mut [f32], b: &[f32]) {
+            apply_in_place(op, inout, b)
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { avx512(op, inout, b) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return unsafe { avx2(op, inout, b) };
+        }
+    }
+    apply_in_place(op, inout, b)
 }
 
 /// e^v in f32 within 2 ulp (Cephes' expf: v = n·ln 2 + r, |r| ≤ ln 2 / 2, a degree-6 polynomial
@@ -327,6 +441,16 @@ fn sigmoid64(v: f64) -> f64 {
 }
 
 impl<B: PointwiseBackend, C: CheckpointStrategy> PointwiseBackend for Autodiff<B, C> {
+    fn fused_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match ReluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = B::fused_relu(x.into_primitive());
+                prep.finish(y.clone(), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_relu(x.into_primitive())),
+        }
+    }
+
     fn elu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         match EluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
@@ -344,6 +468,21 @@ impl<B: PointwiseBackend, C: CheckpointStrategy> PointwiseBackend for Autodiff<B
                 prep.finish(z.clone(), B::gate(z, nonlinearity, offset, multiplier))
             }
             OpsKind::UnTracked(prep) => prep.finish(B::gate(z.into_primitive(), nonlinearity, offset, multiplier)),
+        }
+    }
+}
+
+/// Keeps relu's output (where it is positive is where δy passes).
+#[derive(Debug)]
+struct ReluBackward;
+
+impl<B: PointwiseBackend> Backward<B, 1> for ReluBackward {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = &ops.parents[0] {
+            grads.register::<B>(node.id, B::fused_relu_backward(ops.state, grad));
         }
     }
 }
@@ -379,6 +518,12 @@ impl<B: PointwiseBackend> Backward<B, 1> for GateBackward {
             grads.register::<B>(node.id, B::gate_backward(ops.state, grad, self.nonlinearity, self.multiplier));
         }
     }
+}
+
+/// relu(x) as one op with its own backward, on flex in parallel blocks and in place where x is
+/// not held elsewhere (burn-flex's is one thread, in baseline x86-64's 4-lane vectors).
+pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as PointwiseBackend>::fused_relu(x.into_dispatch()))
 }
 
 /// elu(x) = x for x > 0, e^x − 1 otherwise, as one op with its own backward.
@@ -428,6 +573,7 @@ mod tests {
         let w = Tensor::<1>::from_data(TensorData::new(weights.clone(), [n]), &device);
         type Composed = fn(Tensor<1>) -> Tensor<1>;
         let cases: Vec<(&str, Box<dyn Fn(Tensor<1>) -> Tensor<1>>, Composed, Box<dyn Fn(f64) -> f64>)> = vec![
+            ("relu", Box::new(relu), burn::tensor::activation::relu, Box::new(|v: f64| v.max(0.0))),
             (
                 "elu",
                 Box::new(elu),
@@ -522,9 +668,38 @@ mod tests {
         assert!((y[0] as f64 - (-1.0f64).exp_m1()).abs() < 1e-7 && (y[3] + 1.0).abs() < 1e-7);
         let g = values(gate(x.clone(), GateNonlinearity::Sigmoid, 0.0, 1.0));
         assert!((g[1] - 0.5).abs() < 1e-7 && g[3] > 0.0 && g[3] < 1e-12);
-        assert_eq!(values(scaled_sign(x, 0.25)), [-0.25, 0.0, 0.25, -0.25]);
+        assert_eq!(values(scaled_sign(x.clone(), 0.25)), [-0.25, 0.0, 0.25, -0.25]);
         let nan = Tensor::<1>::from_data(TensorData::new(vec![f32::NAN], [1]), &Device::flex());
         assert!(values(scaled_sign(nan, 0.25))[0].is_nan());
+        // relu on a tensor held elsewhere (a new one) and on one that is not (in place), as
+        // burn's: NaN stays NaN, −0 becomes +0.
+        let signed = vec![-1.0f32, -0.0, 2.0, f32::NAN, f32::NEG_INFINITY, 1e-30];
+        let shared = Tensor::<1>::from_data(TensorData::new(signed.clone(), [6]), &Device::flex());
+        let want = values(burn::tensor::activation::relu(shared.clone()));
+        let got = [values(relu(shared.clone())), values(relu(Tensor::<1>::from_data(TensorData::new(signed, [6]), &Device::flex())))];
+        for got in got {
+            assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{got:?} vs {want:?}");
+        }
+        assert_eq!(values(shared)[0], -1.0, "the shared input is left alone");
+    }
+
+    /// relu's backward in place over δy and into a new tensor (δy held elsewhere) equals burn's
+    /// on a tensor of several blocks, NaN and zero outputs included.
+    #[test]
+    fn relu_backward_in_place_and_not_equals_burns() {
+        let device = Device::flex();
+        let n = 3 * (1 << 14) + 77;
+        let out: Vec<f32> = (0..n).map(|i| if i % 97 == 0 { f32::NAN } else { (((i * 7919) % 201) as f32 - 100.0).max(0.0) }).collect();
+        let grad: Vec<f32> = (0..n).map(|i| ((i * 104729) % 1000) as f32 / 500.0 - 1.0).collect();
+        let t = |v: &Vec<f32>| Tensor::<1>::from_data(TensorData::new(v.clone(), [n]), &device).into_dispatch();
+        let want = values(Tensor::<1>::from_dispatch(<Dispatch as burn::backend::ops::ActivationOps<Dispatch>>::relu_backward(t(&out), t(&grad))));
+        let in_place = values(Tensor::<1>::from_dispatch(<Dispatch as PointwiseBackend>::fused_relu_backward(t(&out), t(&grad))));
+        let held = t(&grad);
+        let fresh = values(Tensor::<1>::from_dispatch(<Dispatch as PointwiseBackend>::fused_relu_backward(t(&out), held.clone())));
+        for (i, ((a, b), c)) in want.iter().zip(&in_place).zip(&fresh).enumerate() {
+            assert!(a.to_bits() == b.to_bits() && a.to_bits() == c.to_bits(), "element {i}: burn {a}, in place {b}, new {c}");
+        }
+        assert_eq!(values(Tensor::<1>::from_dispatch(held)), grad, "δy held elsewhere is left alone");
     }
 
     /// A tensor of several parallel blocks and a part block, and a strided (transposed) one:

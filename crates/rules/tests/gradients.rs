@@ -9,7 +9,7 @@ use burn::tensor::module::{conv_transpose2d, conv2d, linear};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use plastic_rules::init::normal_stream;
-use plastic_rules::ops::{BackwardSpec, FeedbackGrad, LocalLoss, feedback_conv2d, feedback_linear};
+use plastic_rules::ops::{BackwardSpec, FeedbackGrad, LocalLoss, feedback_conv2d, feedback_linear, plain_conv2d, plain_linear};
 use plastic_rules::{LayerRule, MirrorSource, SignVariant};
 
 /// A conv geometry: (c_in, c_out, kernel, stride, padding, dilation, groups, h, w).
@@ -120,6 +120,47 @@ fn linear_rules_equal_backprop_when_b_is_w(device: &Device, rules: &[LayerRule])
         assert_close(&format!("{rule:?} linear δW"), wt.grad(&grads).unwrap(), wt.grad(&grads_ref).unwrap(), 1e-5);
         assert_close(&format!("{rule:?} linear δbias"), bias.grad(&grads).unwrap(), bias.grad(&grads_ref).unwrap(), 1e-5);
     }
+}
+
+/// Backprop's own ops (a plain conv or dense layer: on flex plastic's products forward and
+/// backward) against burn's conv2d and linear and their autodiff.
+fn plain_ops_equal_burns_ops(device: &Device, geometries: &[Geometry]) {
+    let ad = device.clone().autodiff();
+    for &g in geometries {
+        let (ci, co, k, _, _, _, groups, h, w) = g;
+        let x = random([2, ci, h, w], 1, &ad).require_grad();
+        let wt = random([co, ci / groups, k, k], 2, &ad).require_grad();
+        let bias = random([co], 3, &ad).require_grad();
+        let y_ref = conv2d(x.clone(), wt.clone(), Some(bias.clone()), options(g));
+        let r = Tensor::from_inner(random(y_ref.dims(), 4, &ad.clone().without_autodiff()));
+        let grads_ref = (y_ref.clone() * r.clone()).sum().backward();
+        let y = plain_conv2d(x.clone(), wt.clone(), Some(bias.clone()), options(g));
+        assert_close(&format!("plain conv {g:?} output"), y.clone(), y_ref, 1e-6);
+        let grads = (y * r).sum().backward();
+        assert_close(&format!("plain conv {g:?} δx"), x.grad(&grads).unwrap(), x.grad(&grads_ref).unwrap(), 1e-5);
+        assert_close(&format!("plain conv {g:?} δW"), wt.grad(&grads).unwrap(), wt.grad(&grads_ref).unwrap(), 1e-5);
+        assert_close(&format!("plain conv {g:?} δbias"), bias.grad(&grads).unwrap(), bias.grad(&grads_ref).unwrap(), 1e-5);
+    }
+    // Shapes where the products' strides differ from their sizes (k > n, a one-row batch).
+    for (n, d_in, d_out) in [(5, 7, 4), (1, 9, 3), (6, 2, 11)] {
+        let x = random([n, d_in], 1, &ad).require_grad();
+        let wt = random([d_in, d_out], 2, &ad).require_grad();
+        let bias = random([d_out], 3, &ad).require_grad();
+        let r = Tensor::from_inner(random([n, d_out], 4, &ad.clone().without_autodiff()));
+        let y_ref = linear(x.clone(), wt.clone(), Some(bias.clone()));
+        let grads_ref = (y_ref.clone() * r.clone()).sum().backward();
+        let y = plain_linear(x.clone(), wt.clone(), Some(bias.clone()));
+        assert_close(&format!("plain linear {n}×{d_in}→{d_out} output"), y.clone(), y_ref, 1e-6);
+        let grads = (y * r).sum().backward();
+        assert_close(&format!("plain linear {n}×{d_in}→{d_out} δx"), x.grad(&grads).unwrap(), x.grad(&grads_ref).unwrap(), 1e-5);
+        assert_close(&format!("plain linear {n}×{d_in}→{d_out} δW"), wt.grad(&grads).unwrap(), wt.grad(&grads_ref).unwrap(), 1e-5);
+        assert_close(&format!("plain linear {n}×{d_in}→{d_out} δbias"), bias.grad(&grads).unwrap(), bias.grad(&grads_ref).unwrap(), 1e-5);
+    }
+}
+
+#[test]
+fn flex_plain_ops_equal_burns_ops() {
+    plain_ops_equal_burns_ops(&Device::flex(), &GEOMETRIES);
 }
 
 #[test]
@@ -430,6 +471,7 @@ fn wgpu_small_cases_per_rule_family() {
     let small: Geometry = (2, 3, 3, 2, 1, 1, 1, 5, 5);
     conv_rules_equal_backprop_when_b_is_w(&device, &[small], &families);
     linear_rules_equal_backprop_when_b_is_w(&device, &families);
+    plain_ops_equal_burns_ops(&device, &[small]);
     fa_input_grad_is_transposed_conv_with_b(&device, &[small]);
     closed_form_b_grads_match_autodiff(&device, &[small], &[LocalLoss { decay: 0.3, self_align: 0.2, amp: 0.9, null: 0.4, sparse: 0.6 }]);
 }
