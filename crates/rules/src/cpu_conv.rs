@@ -738,8 +738,9 @@ fn input_grad_col2im(g: &Geometry, kernel: &[f32], dy: &[f32]) -> Vec<f32> {
 /// δW of `conv2d(x, W)` for δy [N, C_out, H_out, W_out]: Σ_n δy_n · cols(x_n)ᵀ, shaped like W.
 /// A small δW sums the batch in [`WEIGHT_GRAD_CHUNKS`] chunks in parallel, each into its own
 /// buffer, added in order at the end; one of [`WHOLE_BATCH_WEIGHT_GRAD_FROM`] elements or more
-/// sums the whole batch into one buffer, the threads splitting each product's output instead
-/// (eight copies of ResNet-18's 9 MB last-stage kernel would cost more to add than to compute);
+/// sums the whole batch into one buffer, the threads splitting δW's columns instead
+/// ([`weight_grad_by_channel_blocks`]; eight copies of ResNet-18's 9 MB last-stage kernel would
+/// cost more to add than to compute);
 /// where that kernel also outweighs a product's patch matrix, the patch matrix is transposed
 /// rather than the result (for the RGC cells' 512-channel kernels at 2×2 a call took 4.65 ms
 /// against the forward's 2.26, the result's transpose and second 9 MB buffer included).
@@ -936,11 +937,10 @@ const DENSE_COLUMN_BLOCK: usize = 256;
 
 /// dst (strides `[row, column]`) = lhs · rhs, its columns in blocks of [`DENSE_COLUMN_BLOCK`],
 /// each block one single-threaded product on the pool. A dense layer's forward at batch 64
-/// (AlexNet's fc2: 64 × 4096 · 4096 × 4096) is bound by reading W: split inside gemm, both
-/// threads read all of W for half the outputs each, and the forward took longer on two threads
-/// than on one (29 against 23 ms a step); by columns each task reads its own columns of W. The
-/// blocks depend on the shape alone, and each element's sum runs in the same order whatever the
-/// block, so the threads never change the result.
+/// (AlexNet's fc7: 64 × 4096 · 4096 × 4096) is bound by reading W: split inside gemm, both
+/// threads read all of W for half the outputs each, and the dense forwards took longer on two
+/// threads than on one (29 against 23 ms a step); by columns each task reads its own columns of
+/// W. The blocks depend on the shape alone, so the threads never change the result.
 fn product_by_columns(dst: &mut [f32], [dst_rs, dst_cs]: [isize; 2], m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat) {
     assert!(dst.len() >= m * n);
     if n < 2 * DENSE_COLUMN_BLOCK {
@@ -1161,7 +1161,7 @@ mod tests {
         let g1 = Geometry { batch: 1, ..g };
         let single = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| (weight_grad(&g1, &x[..3 * 81], &dy[..4 * 81]), input_grad(&g1, &dy[..4 * 27], &dy[..4 * 81])));
         assert_eq!(single(1), single(3));
-        // A kernel summed over the whole batch at once, the threads splitting the products.
+        // A kernel summed over the whole batch at once, the threads splitting δW's columns.
         let big = Geometry::new(&[23, 64, 5, 5], &[256, 64, 3, 3], &ConvOptions::new([1, 1], [1, 1], [1, 1], 1)).unwrap();
         assert!(big.c_out * big.patch_rows() >= WHOLE_BATCH_WEIGHT_GRAD_FROM);
         let xb: Vec<f32> = (0..23 * 64 * 25).map(|i| ((i * 7919) % 1000) as f32 / 997.0 - 0.5).collect();
