@@ -625,7 +625,7 @@ mod tests {
         let run = |device: &Device| {
             let device = device.clone().autodiff();
             let x = Tensor::<2>::from_data(TensorData::new(xs.clone(), [4, 6]), &device).require_grad();
-            let y = elu(x.clone()) + gate(x.clone(), GateNonlinearity::Sigmoid, 1.0, -1.0) * 3.0 + gate(x.clone(), GateNonlinearity::Tanh, 0.0, 0.5) * 5.0;
+            let y = elu(x.clone()) + gate(x.clone(), GateNonlinearity::Sigmoid, 1.0, -1.0) * 3.0 + gate(x.clone(), GateNonlinearity::Tanh, 0.0, 0.5) * 5.0 + relu(x.clone() * 2.0) * 7.0;
             let g = values(x.grad(&(y.clone() * y.clone()).sum().backward()).unwrap());
             (values(y), g)
         };
