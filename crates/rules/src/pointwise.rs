@@ -99,7 +99,7 @@ impl PointwiseBackend for burn::backend::NdArray {}
 /// through f32) through burn-flex's `unary_op` / `binary_op`.
 impl PointwiseBackend for Flex {
     fn fused_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        let x = match in_place_f32(F32Op::Relu, x, None) {
+        let x = match in_place_f32(InPlaceOp::Relu, x, None) {
             Ok(y) => return y,
             Err(x) => x,
         };
@@ -109,7 +109,7 @@ impl PointwiseBackend for Flex {
     fn fused_relu_backward(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         // Written into δy's buffer where nothing else holds it (the usual case: autodiff hands
         // each gradient over once).
-        let grad = match in_place_f32(F32Op::ReluBackwardInPlace, grad, Some(&output)) {
+        let grad = match in_place_f32(InPlaceOp::ReluBackward, grad, Some(&output)) {
             Ok(d) => return d,
             Err(grad) => grad,
         };
@@ -234,8 +234,6 @@ enum F32Op {
     Relu,
     /// From relu's output and δy.
     ReluBackward,
-    /// relu's backward written over δy: `a` is δy, `b` the output.
-    ReluBackwardInPlace,
     Elu,
     /// From elu's output and δy.
     EluBackward,
@@ -255,7 +253,6 @@ fn apply(op: F32Op, a: &[f32], b: &[f32], out: &mut [f32]) {
     match op {
         F32Op::Relu => out.iter_mut().zip(a).for_each(|(o, &v)| *o = relu32(v)),
         F32Op::ReluBackward => out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&y, &g))| *o = relu_backward32(y, g)),
-        F32Op::ReluBackwardInPlace => out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&g, &y))| *o = relu_backward32(y, g)),
         F32Op::Elu => out.iter_mut().zip(a).for_each(|(o, &v)| *o = elu32(v)),
         F32Op::EluBackward => out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&y, &g))| *o = elu_backward32(y, g)),
         F32Op::Gate(Sigmoid, offset, multiplier) => out.iter_mut().zip(a).for_each(|(o, &v)| *o = gate32(v, Sigmoid, offset, multiplier)),
@@ -314,7 +311,7 @@ fn on_flex_f32(op: F32Op, a: &FloatTensor<Flex>, b: Option<&FloatTensor<Flex>>) 
 /// nothing else holds, contiguous from its start (and `b`, if any, f32 of its shape); `a` back
 /// otherwise. Saves a tensor's allocation and a pass of fresh memory: relu's input (a
 /// convolution's output) and δy are each used once.
-fn in_place_f32(op: F32Op, a: FloatTensor<Flex>, b: Option<&FloatTensor<Flex>>) -> Result<FloatTensor<Flex>, FloatTensor<Flex>> {
+fn in_place_f32(op: InPlaceOp, a: FloatTensor<Flex>, b: Option<&FloatTensor<Flex>>) -> Result<FloatTensor<Flex>, FloatTensor<Flex>> {
     const BLOCK: usize = 1 << 14;
     let bf = match b {
         Some(b) => match as_flex::<Flex>(b).filter(|bf| bf.shape() == a.shape() && bf.dtype() == burn::tensor::DType::F32) {
@@ -338,30 +335,34 @@ fn in_place_f32(op: F32Op, a: FloatTensor<Flex>, b: Option<&FloatTensor<Flex>>) 
     Ok(a)
 }
 
-/// [`apply`] with its output over its first input: relu and its backward (the ops that
-/// [`in_place_f32`] is asked for); any other op through a copy of the block.
+/// The ops [`in_place_f32`] writes over an operand's own buffer.
+#[derive(Debug, Clone, Copy)]
+enum InPlaceOp {
+    /// Over x.
+    Relu,
+    /// Over δy, `b` being relu's output.
+    ReluBackward,
+}
+
+/// `op` over `inout` (and `b`), written back into `inout`.
 #[inline(always)]
-fn apply_in_place(op: F32Op, inout: &mut [f32], b: &[f32]) {
+fn apply_in_place(op: InPlaceOp, inout: &mut [f32], b: &[f32]) {
     match op {
-        F32Op::Relu => inout.iter_mut().for_each(|v| *v = relu32(*v)),
-        F32Op::ReluBackwardInPlace => inout.iter_mut().zip(b).for_each(|(g, &y)| *g = relu_backward32(y, *g)),
-        _ => {
-            let a = inout.to_vec();
-            apply(op, &a, b, inout)
-        }
+        InPlaceOp::Relu => inout.iter_mut().for_each(|v| *v = relu32(*v)),
+        InPlaceOp::ReluBackward => inout.iter_mut().zip(b).for_each(|(g, &y)| *g = relu_backward32(y, *g)),
     }
 }
 
 /// [`apply_in_place`] compiled for the widest vector unit this CPU has, as [`apply_dispatch`].
-fn apply_in_place_dispatch(op: F32Op, inout: &mut [f32], b: &[f32]) {
+fn apply_in_place_dispatch(op: InPlaceOp, inout: &mut [f32], b: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f")]
-        fn avx512(op: F32Op, inout: &mut [f32], b: &[f32]) {
+        fn avx512(op: InPlaceOp, inout: &mut [f32], b: &[f32]) {
             apply_in_place(op, inout, b)
         }
         #[target_feature(enable = "avx2,fma")]
-        fn avx2(op: F32Op, inout: &mut [f32], b: &[f32]) {
+        fn avx2(op: InPlaceOp, inout: &mut [f32], b: &[f32]) {
             apply_in_place(op, inout, b)
         }
         if std::arch::is_x86_feature_detected!("avx512f") {
@@ -442,7 +443,7 @@ fn sigmoid64(v: f64) -> f64 {
 
 impl<B: PointwiseBackend, C: CheckpointStrategy> PointwiseBackend for Autodiff<B, C> {
     fn fused_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match ReluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+        match FromOutput::Relu.prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let y = B::fused_relu(x.into_primitive());
                 prep.finish(y.clone(), y)
@@ -452,7 +453,7 @@ impl<B: PointwiseBackend, C: CheckpointStrategy> PointwiseBackend for Autodiff<B
     }
 
     fn elu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match EluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+        match FromOutput::Elu.prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let y = B::elu(x.into_primitive());
                 prep.finish(y.clone(), y)
@@ -472,32 +473,25 @@ impl<B: PointwiseBackend, C: CheckpointStrategy> PointwiseBackend for Autodiff<B
     }
 }
 
-/// Keeps relu's output (where it is positive is where δy passes).
+/// The node of an op whose derivative is a function of its output, which it keeps: relu (δy
+/// passes where the output is positive) and elu (δy·(min(y, 0) + 1)).
 #[derive(Debug)]
-struct ReluBackward;
-
-impl<B: PointwiseBackend> Backward<B, 1> for ReluBackward {
-    type State = FloatTensor<B>;
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let grad = grads.consume::<B>(&ops.node);
-        if let Some(node) = &ops.parents[0] {
-            grads.register::<B>(node.id, B::fused_relu_backward(ops.state, grad));
-        }
-    }
+enum FromOutput {
+    Relu,
+    Elu,
 }
 
-/// Keeps elu's output (its derivative is a function of it).
-#[derive(Debug)]
-struct EluBackward;
-
-impl<B: PointwiseBackend> Backward<B, 1> for EluBackward {
+impl<B: PointwiseBackend> Backward<B, 1> for FromOutput {
     type State = FloatTensor<B>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<B>(&ops.node);
         if let Some(node) = &ops.parents[0] {
-            grads.register::<B>(node.id, B::elu_backward(ops.state, grad));
+            let dx = match self {
+                FromOutput::Relu => B::fused_relu_backward(ops.state, grad),
+                FromOutput::Elu => B::elu_backward(ops.state, grad),
+            };
+            grads.register::<B>(node.id, dx);
         }
     }
 }
