@@ -273,7 +273,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let splits = plastic_data::open(&config.data)?;
             let device = select(device)?;
             let options = TrainOptions { out, device, resume, force };
-            plastic_train::on_cpu_pool(|| plastic_train::train(&config, &splits, &options, &mut ProgressReporter::new()))?;
+            plastic_train::on_cpu_pool(&options.device.device, || plastic_train::train(&config, &splits, &options, &mut ProgressReporter::new()))?;
             Ok(())
         }
         Command::Eval { run, checkpoint, split, device, per_step, examples, output } => {
@@ -287,12 +287,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 other => return Err(TrainError::Config(format!("--split {other:?}: expected test, validation or train")).into()),
             };
             if per_step {
-                let csv = plastic_train::on_cpu_pool(|| plastic_train::eval::per_step_csv(&loaded.model, set, &loaded.splits.normalization, loaded.config.train.eval_batch_size, examples, &device.device))?;
+                let csv = plastic_train::on_cpu_pool(&device.device, || plastic_train::eval::per_step_csv(&loaded.model, set, &loaded.splits.normalization, loaded.config.train.eval_batch_size, examples, &device.device))?;
                 let output = output.unwrap_or_else(|| run.join("per_step.csv"));
                 plastic_train::store::write_atomic(&output, csv.as_bytes())?;
                 eprintln!("wrote {}", output.display());
             }
-            let r = plastic_train::on_cpu_pool(|| plastic_train::eval::evaluate(&loaded.model, set, &loaded.splits.normalization, loaded.config.train.eval_batch_size, &device.device));
+            let r = plastic_train::on_cpu_pool(&device.device, || plastic_train::eval::evaluate(&loaded.model, set, &loaded.splits.normalization, loaded.config.train.eval_batch_size, &device.device));
             let line = serde_json::json!({
                 "run": run.display().to_string(), "checkpoint": loaded.checkpoint.display().to_string(), "step": loaded.step,
                 "split": split, "examples": r.examples, "loss": r.loss, "accuracy": r.accuracy, "top5": r.top5,
@@ -355,7 +355,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     None => RunConfig::parse("", &overrides)?,
                 };
                 let plan = plastic_train::bench::BenchPlan { batch, input, classes, warmup, steps, rounds };
-                plastic_train::on_cpu_pool(|| plastic_train::bench::bench_rules(&c, &rules, &plan, splits.as_ref(), &device.device, &device.name, &mut |r| {
+                plastic_train::on_cpu_pool(&device.device, || plastic_train::bench::bench_rules(&c, &rules, &plan, splits.as_ref(), &device.device, &device.name, &mut |r| {
                     println!("{}", serde_json::to_string(r).expect("plain data"));
                 }))?;
             }

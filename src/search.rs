@@ -59,7 +59,7 @@ fn train_trial(dir: &Path, device: DeviceChoice, threads: usize) -> Result<plast
     let device = select(device)?;
     let resume = RunDir::new(dir.join("run")).latest_checkpoint().is_some();
     let options = TrainOptions { out: dir.to_path_buf(), device, resume, force: !resume };
-    plastic_train::on_cpu_pool(|| plastic_train::train(&config, &splits, &options, &mut plastic_train::progress::ProgressReporter::new()))
+    plastic_train::on_cpu_pool(&options.device.device, || plastic_train::train(&config, &splits, &options, &mut plastic_train::progress::ProgressReporter::new()))
 }
 
 /// `plastic search` arguments.
