@@ -33,6 +33,8 @@ use burn_flex::FlexTensor;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+mod taps;
+
 /// Batch chunks of the weight gradient: each sums its examples into its own buffer, then the
 /// buffers are added in order. A constant, so the sum's order never depends on the threads.
 pub const WEIGHT_GRAD_CHUNKS: usize = 8;
@@ -531,57 +533,62 @@ unsafe fn gemm_raw(dst: *mut f32, [dst_rs, dst_cs]: [isize; 2], m: usize, n: usi
 /// `src` ([rows, cols], row-major) transposed into `dst` ([cols, rows]). With AVX, in 8 × 8
 /// tiles (eight row loads, an in-register transpose, eight stores): the element-by-element
 /// form was 4 % of ResNet-18's step, mostly the weight gradient's per-example δy transposes.
-/// Edges, and CPUs without AVX, go through [`transpose_banded`].
+/// Edges, and CPUs without AVX, go through [`transpose_part`].
 fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
+    transpose_strided(&src[..rows * cols], cols, rows, cols, &mut dst[..rows * cols], rows);
+}
+
+/// [`transpose_into`] of a block: `src` [rows, cols] with rows `src_rs` apart into `dst`
+/// [cols, rows] with rows `dst_rs` apart (the taps' per-block kernel layouts, [`taps`]).
+fn transpose_strided(src: &[f32], src_rs: usize, rows: usize, cols: usize, dst: &mut [f32], dst_rs: usize) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(src.len() >= (rows - 1) * src_rs + cols && dst.len() >= (cols - 1) * dst_rs + rows && src_rs >= cols && dst_rs >= rows);
     #[cfg(target_arch = "x86_64")]
     if rows >= 8 && cols >= 8 && std::arch::is_x86_feature_detected!("avx") {
         let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
-        // SAFETY: the CPU has AVX; every tile lies inside both slices (r8 ≤ rows, c8 ≤ cols).
-        unsafe { transpose_tiles_avx(src, rows, cols, r8, c8, dst) };
+        // SAFETY: the CPU has AVX; every tile lies inside both blocks (r8 ≤ rows, c8 ≤ cols),
+        // which lie inside the slices (asserted above).
+        unsafe { transpose_tiles_avx(src, src_rs, r8, c8, dst, dst_rs) };
         // The last columns of the tiled rows, then the last rows whole.
-        transpose_part(src, rows, cols, 0..r8, c8..cols, dst);
-        transpose_part(src, rows, cols, r8..rows, 0..cols, dst);
+        transpose_part(src, src_rs, 0..r8, c8..cols, dst, dst_rs);
+        transpose_part(src, src_rs, r8..rows, 0..cols, dst, dst_rs);
         return;
     }
-    transpose_banded(src, rows, cols, dst);
-}
-
-/// [`transpose_into`] without vector shuffles: in bands of 64 source rows, each destination
-/// row's run written in order while the band's source lines stay in L1.
-fn transpose_banded(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    // Without vector shuffles: in bands of 64 source rows, each destination row's run written
+    // in order while the band's source lines stay in L1.
     const BAND: usize = 64;
     for r0 in (0..rows).step_by(BAND) {
-        transpose_part(src, rows, cols, r0..(r0 + BAND).min(rows), 0..cols, dst);
+        transpose_part(src, src_rs, r0..(r0 + BAND).min(rows), 0..cols, dst, dst_rs);
     }
 }
 
-/// The source rows `rs` × columns `cs` of [`transpose_into`], one destination run at a time.
-fn transpose_part(src: &[f32], rows: usize, cols: usize, rs: std::ops::Range<usize>, cs: std::ops::Range<usize>, dst: &mut [f32]) {
+/// The source rows `rs` × columns `cs` of [`transpose_strided`], one destination run at a time.
+fn transpose_part(src: &[f32], src_rs: usize, rs: std::ops::Range<usize>, cs: std::ops::Range<usize>, dst: &mut [f32], dst_rs: usize) {
     if rs.is_empty() {
         return;
     }
-    let band = &src[rs.start * cols..rs.end * cols];
     for c in cs {
-        let run = &mut dst[c * rows + rs.start..][..rs.len()];
-        for (v, source_row) in run.iter_mut().zip(band.chunks_exact(cols)) {
-            *v = source_row[c];
+        let run = &mut dst[c * dst_rs + rs.start..][..rs.len()];
+        for (v, r) in run.iter_mut().zip(rs.clone()) {
+            *v = src[r * src_rs + c];
         }
     }
 }
 
-/// The 8 × 8 tiles of rows `..r8` and columns `..c8` (multiples of 8) of [`transpose_into`].
+/// The 8 × 8 tiles of rows `..r8` and columns `..c8` (multiples of 8) of [`transpose_strided`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-unsafe fn transpose_tiles_avx(src: &[f32], rows: usize, cols: usize, r8: usize, c8: usize, dst: &mut [f32]) {
+unsafe fn transpose_tiles_avx(src: &[f32], src_rs: usize, r8: usize, c8: usize, dst: &mut [f32], dst_rs: usize) {
     use std::arch::x86_64::*;
     let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
     for r0 in (0..r8).step_by(8) {
         for c0 in (0..c8).step_by(8) {
-            // SAFETY (all pointer arithmetic): rows r0..r0 + 8 ≤ r8 ≤ rows and columns
-            // c0..c0 + 8 ≤ c8 ≤ cols of src, and the same transposed of dst.
-            let at = unsafe { s.add(r0 * cols + c0) };
-            let r = unsafe { [0, 1, 2, 3, 4, 5, 6, 7].map(|i| _mm256_loadu_ps(at.add(i * cols))) };
+            // SAFETY (all pointer arithmetic): rows r0..r0 + 8 ≤ r8 and columns c0..c0 + 8 ≤ c8
+            // of the src block, and the same transposed of the dst block, both inside the slices.
+            let at = unsafe { s.add(r0 * src_rs + c0) };
+            let r = unsafe { [0, 1, 2, 3, 4, 5, 6, 7].map(|i| _mm256_loadu_ps(at.add(i * src_rs))) };
             // Pairs of rows interleaved, then pairs of pairs: lane halves hold columns j and j + 4.
             let t = [
                 _mm256_unpacklo_ps(r[0], r[1]),
@@ -614,7 +621,7 @@ unsafe fn transpose_tiles_avx(src: &[f32], rows: usize, cols: usize, r8: usize, 
                 _mm256_permute2f128_ps::<0x31>(q[3], q[7]),
             ];
             for (j, column) in columns.into_iter().enumerate() {
-                unsafe { _mm256_storeu_ps(d.add((c0 + j) * rows + r0), column) };
+                unsafe { _mm256_storeu_ps(d.add((c0 + j) * dst_rs + r0), column) };
             }
         }
     }
@@ -627,6 +634,9 @@ fn inner_parallelism(batch: usize) -> Parallelism {
 
 /// `conv2d(x, weight) + bias` with x [N, C_in, H, W], weight [C_out, C_in/g, kh, kw].
 pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    if taps::suits(g) {
+        return taps::forward(g, x, weight, bias);
+    }
     let (positions, rows, opg) = (g.positions(), g.patch_rows(), g.out_per_group());
     let (x_size, y_size) = (g.c_in * g.plane(), g.c_out * positions);
     let mut y = vec![0.0f32; g.batch * y_size];
@@ -688,6 +698,9 @@ fn flipped_transpose(g: &Geometry, kernel: &[f32]) -> Vec<f32> {
 /// with `kernel`, shaped like x. With stride 1 it is a forward convolution of δy (one product
 /// of depth C_out·kh·kw per example); otherwise Kᵀ·δy_n (depth C_out) scattered back by col2im.
 pub fn input_grad(g: &Geometry, kernel: &[f32], dy: &[f32]) -> Vec<f32> {
+    if taps::suits(g) {
+        return taps::input_grad(g, kernel, dy);
+    }
     // The flipped kernel is a copy of the kernel: where it outweighs δy's patch matrices
     // (C_out > N·H_out·W_out, the ConvRNNs' 512-channel cells at 2×2) col2im costs less.
     if let Some(t) = g.transposed().filter(|_| g.c_out <= g.batch * g.positions()) {
@@ -745,6 +758,9 @@ fn input_grad_col2im(g: &Geometry, kernel: &[f32], dy: &[f32]) -> Vec<f32> {
 /// rather than the result (for the RGC cells' 512-channel kernels at 2×2 a call took 4.65 ms
 /// against the forward's 2.26, the result's transpose and second 9 MB buffer included).
 pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    if taps::suits(g) {
+        return taps::weight_grad(g, x, dy);
+    }
     let (positions, rows, opg) = (g.positions(), g.patch_rows(), g.out_per_group());
     let (x_size, y_size) = (g.c_in * g.plane(), g.c_out * positions);
     let size = g.c_out * rows;
@@ -1037,6 +1053,21 @@ mod tests {
                     assert_eq!(dst[c * rows + r], src[r * cols + c], "{rows}×{cols} at ({r}, {c})");
                 }
             }
+            // A block of a wider matrix into a block of a taller one; the rest stays untouched.
+            let (src_rs, dst_rs) = (cols + 3, rows + 5);
+            let wide: Vec<f32> = (0..rows * src_rs).map(|i| i as f32 * 0.25 + 1.0).collect();
+            let mut tall = vec![f32::NAN; cols * dst_rs];
+            transpose_strided(&wide, src_rs, rows, cols, &mut tall, dst_rs);
+            for c in 0..cols {
+                for r in 0..dst_rs {
+                    let got = tall[c * dst_rs + r];
+                    if r < rows {
+                        assert_eq!(got, wide[r * src_rs + c], "{rows}×{cols} strided at ({r}, {c})");
+                    } else {
+                        assert!(got.is_nan(), "{rows}×{cols} strided: ({r}, {c}) written");
+                    }
+                }
+            }
         }
     }
 
@@ -1074,6 +1105,14 @@ mod tests {
             // A large kernel over 2×2 positions, in groups: the weight gradient from the
             // transposed patch matrix.
             (6, 64, 2, 2, 512, 3, 3, [1, 1], [(1, 1), (1, 1)], [1, 1], 2),
+            // By kernel taps (taps::suits): 2×2 and 4×4 maps, channels that leave a partial
+            // block, a 1×1 map, uneven padding with dilation, a 3×3 map, a 1×1 kernel.
+            (3, 64, 2, 2, 96, 3, 3, [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
+            (2, 80, 4, 4, 64, 3, 3, [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
+            (4, 64, 1, 1, 72, 3, 3, [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
+            (2, 64, 4, 3, 70, 3, 2, [1, 1], [(2, 1), (0, 1)], [2, 1], 1),
+            (3, 65, 3, 3, 64, 3, 3, [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
+            (2, 64, 4, 4, 130, 1, 1, [1, 1], [(0, 0), (0, 0)], [1, 1], 1),
         ];
         for &(n, c_in, h, w, c_out, kh, kw, stride, padding, dilation, groups) in cases {
             let options = ConvOptions::new_with_padding(stride, padding, dilation, groups);
@@ -1168,6 +1207,14 @@ mod tests {
         let dyb: Vec<f32> = (0..23 * 256 * 25).map(|i| ((i * 104729) % 1000) as f32 / 991.0 - 0.5).collect();
         let whole = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| weight_grad(&big, &xb, &dyb));
         assert_eq!(whole(1), whole(3));
+        // By kernel taps, in blocks of channels (a partial one included).
+        let small = Geometry::new(&[5, 160, 2, 2], &[144, 160, 3, 3], &ConvOptions::new([1, 1], [1, 1], [1, 1], 1)).unwrap();
+        assert!(taps::suits(&small));
+        let xs: Vec<f32> = (0..5 * 160 * 4).map(|i| ((i * 7919) % 1000) as f32 / 997.0 - 0.5).collect();
+        let ws: Vec<f32> = (0..144 * 160 * 9).map(|i| ((i * 104729) % 1000) as f32 / 991.0 - 0.5).collect();
+        let dys: Vec<f32> = (0..5 * 144 * 4).map(|i| ((i * 15485863) % 1000) as f32 / 983.0 - 0.5).collect();
+        let by_taps = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| (forward(&small, &xs, &ws, None), input_grad(&small, &ws, &dys), weight_grad(&small, &xs, &dys)));
+        assert_eq!(by_taps(1), by_taps(3));
     }
 
     #[test]
@@ -1183,3 +1230,4 @@ mod tests {
         assert_eq!(input_grad(&empty, &[], &[]), vec![0.0; x.len()]);
     }
 }
+
