@@ -28,7 +28,7 @@ use burn::backend::{Autodiff, Backend, Cube, Dispatch, Flex, TensorMetadata, bac
 use burn::tensor::{IntDType, Tensor};
 use rayon::prelude::*;
 
-use crate::cpu_conv::{as_flex, to_primitive, values};
+use crate::cpu_conv::{as_flex, to_primitive, values, zeroed};
 
 /// A square max-pooling window: `kernel × kernel`, moved by `stride`, over an input padded by
 /// `padding` on each side (floor mode, no dilation).
@@ -481,15 +481,20 @@ fn pool_forward<const JOB: u8>(x: &[f32], shape: [usize; 4], window: PoolWindow,
 fn pool_backward<const JOB: u8>(x: &[f32], grad: &[f32], shape: [usize; 4], window: PoolWindow, include_pad: bool) -> Vec<f32> {
     let [n, c, h, w] = shape;
     let (oh, ow) = (window.output_len(h), window.output_len(w));
-    let mut dx = vec![0.0f32; n * c * h * w];
-    if dx.is_empty() || oh * ow == 0 {
-        return dx;
+    let len = n * c * h * w;
+    if len == 0 || oh * ow == 0 {
+        return vec![0.0; len];
     }
     let per_task = planes_per_task(h * w);
-    dx.par_chunks_mut(h * w * per_task).zip(grad.par_chunks(oh * ow * per_task)).enumerate().for_each(|(task, (dx, grad))| {
+    // Zeroed by each task (see `cpu_conv::zeroed`): the backward scatters into it.
+    let mut dx = Vec::with_capacity(len);
+    dx.spare_capacity_mut()[..len].par_chunks_mut(h * w * per_task).zip(grad.par_chunks(oh * ow * per_task)).enumerate().for_each(|(task, (dx, grad))| {
+        let dx = zeroed(dx);
         let x = if x.is_empty() { x } else { &x[task * per_task * h * w..][..dx.len()] };
         pool_planes_dispatch::<JOB>(x, [h, w], window, include_pad, &mut [], grad, dx);
     });
+    // SAFETY: the chunks cover all `len` elements, and each was initialised by `zeroed`.
+    unsafe { dx.set_len(len) };
     dx
 }
 
