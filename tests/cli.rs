@@ -675,6 +675,9 @@ fn bench_prints_one_json_line_per_case_with_ratios_to_backprop() {
     assert_eq!((line["batches"].as_str(), line["precision"].as_str(), line["input"].clone()), (Some("loader"), Some("bf16"), serde_json::json!([1, 8, 8])), "{line}");
     let o = run(plastic().args(["bench", "--device", "cpu", "--config", "configs/quickstart.toml", "--data", "--resolution", "16"]));
     assert_one_line_error(&o, "data.resolution");
+    // An empty batch would time nothing and report 0 images/s.
+    let o = run(plastic().args(["bench", "--device", "cpu", "--model", "mlp", "--batch", "0"]));
+    assert_one_line_error(&o, "--batch 0");
 }
 
 /// Inspecting a model needs its config, not its data: the ImageNet preset's folder does not

@@ -13,7 +13,7 @@ use plastic_rules::{FeedbackNetwork, MirrorSettings, RuleKind};
 use serde::Serialize;
 
 use crate::config::RunConfig;
-use crate::error::Result;
+use crate::error::{Result, TrainError};
 use crate::network::{Network, parameter_counts};
 use crate::trainer::build_optimizer;
 
@@ -160,6 +160,11 @@ pub fn bench_rules(
     report: &mut dyn FnMut(&BenchResult),
 ) -> Result<Vec<BenchResult>> {
     crate::device::check_precision(config.train.precision, device, device_name)?;
+    for (value, what) in [(plan.batch, "--batch"), (plan.steps, "--steps"), (plan.rounds, "--rounds"), (plan.classes, "--classes")] {
+        if value == 0 {
+            return Err(TrainError::Config(format!("bench {what} 0: a benchmark needs at least 1")));
+        }
+    }
     let device = device.clone().autodiff();
     let mut kinds = vec![RuleKind::Backprop];
     // Direct feedback alignment has no ConvRNN form (`Network::build` refuses it there).
