@@ -16,6 +16,10 @@
 //!   backprop, B for the feedback rules);
 //! - weight gradient: δW = Σ_n δy_n · cols(x_n)ᵀ.
 //!
+//! Small maps with many channels (the ConvRNNs' cells at 4×4 and 2×2), where most of a patch
+//! matrix is padding, go through the products of the `taps` module instead: one per kernel tap,
+//! over only the positions it reaches.
+//!
 //! A 1×1 kernel with stride 1 and no padding uses x_n itself as its patch matrix. Where an
 //! example has few output positions, several examples sit side by side in one product
 //! ([`PRODUCT_COLUMNS`]). Groups of examples run in parallel on rayon's pool, each product
