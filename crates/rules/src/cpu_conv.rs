@@ -637,14 +637,28 @@ fn inner_parallelism(batch: usize) -> Parallelism {
     if batch == 1 && rayon::current_num_threads() > 1 { Parallelism::Rayon(0) } else { Parallelism::None }
 }
 
-/// `chunk` filled with zeros, as the initialised slice it then is.
+/// A `len`-element output filled by parallel tasks, `chunk` elements each (the last may be
+/// shorter): `fill` gets the task's scratch (from `init`), the chunk's index and the chunk,
+/// zeroed.
 ///
-/// The ops' outputs are allocated uninitialised ([`Vec::with_capacity`]) and each parallel task
-/// zeroes its own chunk as it starts, instead of `vec![0.0; len]`: that zero-fill ran on one
-/// thread over the whole output, out of cache (the convnet's first convolution: 8 MB, memsets
-/// were 10 % of an information-alignment step), while a task's chunk is zeroed in parallel and
-/// is still in cache when its products write it.
-pub(crate) fn zeroed(chunk: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+/// The output is allocated uninitialised and each task zeroes its own chunk as it starts,
+/// instead of `vec![0.0; len]`: that zero-fill ran on one thread over the whole output, out of
+/// cache (the convnet's first convolution: 8 MB, memsets were 10 % of an information-alignment
+/// step), while a task's chunk is zeroed in parallel and is still in cache when its products
+/// write it.
+pub(crate) fn filled_by_chunks<S>(len: usize, chunk: usize, init: impl Fn() -> S + Sync + Send, fill: impl Fn(&mut S, usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
+    if len == 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len].par_chunks_mut(chunk).enumerate().for_each_init(init, |scratch, (i, c)| fill(scratch, i, zeroed(c)));
+    // SAFETY: the chunks cover all `len` elements, and `zeroed` initialised each.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// `chunk` filled with zeros, as the initialised slice it then is.
+fn zeroed(chunk: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     for v in chunk.iter_mut() {
         v.write(0.0);
     }
@@ -667,11 +681,11 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) ->
     let parallelism = inner_parallelism(g.batch.div_ceil(per));
     let parallel = matches!(parallelism, Parallelism::Rayon(_));
     let patches = Patches::new(g);
-    let mut y = Vec::with_capacity(len);
-    y.spare_capacity_mut()[..len].par_chunks_mut(per * y_size).enumerate().for_each_init(
+    filled_by_chunks(
+        len,
+        per * y_size,
         || (Vec::new(), Vec::new()),
-        |(cols, out), (chunk, y_chunk)| {
-            let y_chunk = zeroed(y_chunk);
+        |(cols, out), chunk, y_chunk| {
             let count = y_chunk.len() / y_size;
             let width = count * positions;
             let x_chunk = &x[chunk * per * x_size..][..count * x_size];
@@ -693,10 +707,7 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) ->
                 }
             }
         },
-    );
-    // SAFETY: the chunks cover all `len` elements, and each was initialised by `zeroed`.
-    unsafe { y.set_len(len) };
-    y
+    )
 }
 
 /// The kernel of [`Geometry::transposed`]: K'[g·C_in/g + c, o, i, j] = K[g·C_out/g + o, c,
@@ -743,11 +754,11 @@ fn input_grad_col2im(g: &Geometry, kernel: &[f32], dy: &[f32]) -> Vec<f32> {
     }
     let per = g.examples_per_task();
     let parallelism = inner_parallelism(g.batch.div_ceil(per));
-    let mut dx = Vec::with_capacity(len);
-    dx.spare_capacity_mut()[..len].par_chunks_mut(per * x_size).enumerate().for_each_init(
+    filled_by_chunks(
+        len,
+        per * x_size,
         || (Vec::new(), Vec::new()),
-        |(cols, dy_side), (chunk, dx_chunk)| {
-            let dx_chunk = zeroed(dx_chunk);
+        |(cols, dy_side), chunk, dx_chunk| {
             let count = dx_chunk.len() / x_size;
             let width = count * positions;
             let dy_chunk = &dy[chunk * per * y_size..][..count * y_size];
@@ -770,10 +781,7 @@ fn input_grad_col2im(g: &Geometry, kernel: &[f32], dy: &[f32]) -> Vec<f32> {
                 }
             }
         },
-    );
-    // SAFETY: the chunks cover all `len` elements, and each was initialised by `zeroed`.
-    unsafe { dx.set_len(len) };
-    dx
+    )
 }
 
 /// δW of `conv2d(x, W)` for δy [N, C_out, H_out, W_out]: Σ_n δy_n · cols(x_n)ᵀ, shaped like W.
@@ -1256,6 +1264,12 @@ mod tests {
         let x = vec![1.0; 2 * 3 * 25];
         assert!(forward(&empty, &x, &[], None).is_empty() && weight_grad(&empty, &x, &[]).is_empty());
         assert_eq!(input_grad(&empty, &[], &[]), vec![0.0; x.len()]);
+        // An empty batch by kernel taps: empty activations, a zero weight gradient.
+        let no_examples = Geometry::new(&[0, 64, 2, 2], &[64, 64, 3, 3], &ConvOptions::new([1, 1], [1, 1], [1, 1], 1)).unwrap();
+        assert!(taps::suits(&no_examples));
+        let w = vec![1.0; 64 * 64 * 9];
+        assert!(forward(&no_examples, &[], &w, None).is_empty() && input_grad(&no_examples, &w, &[]).is_empty());
+        assert_eq!(weight_grad(&no_examples, &[], &[]), vec![0.0; w.len()]);
     }
 }
 

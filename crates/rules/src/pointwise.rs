@@ -443,23 +443,11 @@ fn sigmoid64(v: f64) -> f64 {
 
 impl<B: PointwiseBackend, C: CheckpointStrategy> PointwiseBackend for Autodiff<B, C> {
     fn fused_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match FromOutput::Relu.prepare::<C>([x.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let y = B::fused_relu(x.into_primitive());
-                prep.finish(y.clone(), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::fused_relu(x.into_primitive())),
-        }
+        FromOutput::Relu.record::<B, C>(x)
     }
 
     fn elu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match FromOutput::Elu.prepare::<C>([x.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let y = B::elu(x.into_primitive());
-                prep.finish(y.clone(), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::elu(x.into_primitive())),
-        }
+        FromOutput::Elu.record::<B, C>(x)
     }
 
     fn gate(z: FloatTensor<Self>, nonlinearity: GateNonlinearity, offset: f32, multiplier: f32) -> FloatTensor<Self> {
@@ -475,10 +463,30 @@ impl<B: PointwiseBackend, C: CheckpointStrategy> PointwiseBackend for Autodiff<B
 
 /// The node of an op whose derivative is a function of its output, which it keeps: relu (δy
 /// passes where the output is positive) and elu (δy·(min(y, 0) + 1)).
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum FromOutput {
     Relu,
     Elu,
+}
+
+impl FromOutput {
+    fn forward<B: PointwiseBackend>(self, x: FloatTensor<B>) -> FloatTensor<B> {
+        match self {
+            FromOutput::Relu => B::fused_relu(x),
+            FromOutput::Elu => B::elu(x),
+        }
+    }
+
+    /// The op on x under autodiff, keeping its output for the backward where x is tracked.
+    fn record<B: PointwiseBackend, C: CheckpointStrategy>(self, x: FloatTensor<Autodiff<B, C>>) -> FloatTensor<Autodiff<B, C>> {
+        match self.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = self.forward::<B>(x.into_primitive());
+                prep.finish(y.clone(), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(self.forward::<B>(x.into_primitive())),
+        }
+    }
 }
 
 impl<B: PointwiseBackend> Backward<B, 1> for FromOutput {

@@ -28,7 +28,7 @@ use burn::backend::{Autodiff, Backend, Cube, Dispatch, Flex, TensorMetadata, bac
 use burn::tensor::{IntDType, Tensor};
 use rayon::prelude::*;
 
-use crate::cpu_conv::{as_flex, to_primitive, values, zeroed};
+use crate::cpu_conv::{as_flex, filled_by_chunks, to_primitive, values};
 
 /// A square max-pooling window: `kernel × kernel`, moved by `stride`, over an input padded by
 /// `padding` on each side (floor mode, no dilation).
@@ -486,16 +486,13 @@ fn pool_backward<const JOB: u8>(x: &[f32], grad: &[f32], shape: [usize; 4], wind
         return vec![0.0; len];
     }
     let per_task = planes_per_task(h * w);
-    // Zeroed by each task (see `cpu_conv::zeroed`): the backward scatters into it.
-    let mut dx = Vec::with_capacity(len);
-    dx.spare_capacity_mut()[..len].par_chunks_mut(h * w * per_task).zip(grad.par_chunks(oh * ow * per_task)).enumerate().for_each(|(task, (dx, grad))| {
-        let dx = zeroed(dx);
+    // Zeroed by each task (see `filled_by_chunks`): the backward scatters into it.
+    filled_by_chunks(len, h * w * per_task, || (), |_, task, dx| {
+        let planes = dx.len() / (h * w);
+        let grad = &grad[task * per_task * oh * ow..][..planes * oh * ow];
         let x = if x.is_empty() { x } else { &x[task * per_task * h * w..][..dx.len()] };
         pool_planes_dispatch::<JOB>(x, [h, w], window, include_pad, &mut [], grad, dx);
-    });
-    // SAFETY: the chunks cover all `len` elements, and each was initialised by `zeroed`.
-    unsafe { dx.set_len(len) };
-    dx
+    })
 }
 
 #[backend_extension(Autodiff, Cube, Flex, NdArray: cfg(feature = "ndarray"))]

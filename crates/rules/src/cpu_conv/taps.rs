@@ -19,9 +19,8 @@
 //! same whatever the number of threads.
 
 use gemm::Parallelism;
-use rayon::prelude::*;
 
-use super::{Geometry, Mat, gemm_raw, transpose_into, transpose_strided};
+use super::{Geometry, Mat, filled_by_chunks, gemm_raw, transpose_into, transpose_strided};
 
 /// Rows (channels) of the result per task.
 const BLOCK: usize = 64;
@@ -105,9 +104,8 @@ pub(super) fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f3
     let (n, taps) = (g.batch, g.kh * g.kw);
     let (x_cols, y_cols) = (g.plane() * n, g.positions() * n);
     let xt = transposed(x, n, g.c_in * g.plane());
-    let mut yt = vec![0.0f32; g.c_out * y_cols];
     let runs = runs(g);
-    yt.par_chunks_mut(BLOCK * y_cols).enumerate().for_each_init(Vec::new, |by_tap, (b, block)| {
+    let yt = filled_by_chunks(g.c_out * y_cols, BLOCK * y_cols, Vec::new, |by_tap, b, block| {
         let (c0, rows) = (b * BLOCK, block.len() / y_cols);
         // The block's kernel rows as [taps, rows, C_in]: each tap's slice runs along C_in, the
         // products' depth, as gemm reads it best.
@@ -135,9 +133,8 @@ pub(super) fn input_grad(g: &Geometry, kernel: &[f32], dy: &[f32]) -> Vec<f32> {
     let (n, taps) = (g.batch, g.kh * g.kw);
     let (x_cols, y_cols) = (g.plane() * n, g.positions() * n);
     let dyt = transposed(dy, n, g.c_out * g.positions());
-    let mut dxt = vec![0.0f32; g.c_in * x_cols];
     let runs = runs(g);
-    dxt.par_chunks_mut(BLOCK * x_cols).enumerate().for_each_init(Vec::new, |transposed_kernel, (b, block)| {
+    let dxt = filled_by_chunks(g.c_in * x_cols, BLOCK * x_cols, Vec::new, |transposed_kernel, b, block| {
         let (c0, rows) = (b * BLOCK, block.len() / x_cols);
         // Kᵀ of the block's input channels as [rows, taps, C_out]: each tap's [rows, C_out]
         // runs along C_out, the products' depth.
@@ -164,9 +161,8 @@ pub(super) fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     // channel-major: the layouts in which gemm reads both operands of δW's products in place.
     let xp = transposed(&transposed(x, n, g.c_in * g.plane()), g.c_in, x_cols);
     let dyt = transposed(dy, n, g.c_out * g.positions());
-    let mut dw = vec![0.0f32; g.c_out * g.c_in * taps];
     let runs = runs(g);
-    dw.par_chunks_mut(BLOCK * g.c_in * taps).enumerate().for_each_init(Vec::new, |by_tap, (b, block)| {
+    filled_by_chunks(g.c_out * g.c_in * taps, BLOCK * g.c_in * taps, Vec::new, |by_tap, b, block| {
         let (c0, rows) = (b * BLOCK, block.len() / (g.c_in * taps));
         let slice = sliced(rows * g.c_in);
         by_tap.clear();
@@ -180,8 +176,7 @@ pub(super) fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
             unsafe { gemm_raw(dst.as_mut_ptr(), [g.c_in as isize, 1], rows, g.c_in, r.len, d, xs, true, Parallelism::None) };
         }
         transpose_strided(by_tap, slice, taps, rows * g.c_in, block, taps);
-    });
-    dw
+    })
 }
 
 #[cfg(test)]
