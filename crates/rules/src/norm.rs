@@ -29,7 +29,7 @@ const BLOCK: usize = 1024;
 
 /// Σ f(v) over `values`, in f32 lanes within blocks of [`BLOCK`] and f64 across them.
 #[inline(always)]
-fn sum_by(values: &[f32], f: impl Fn(f32) -> f32 + Copy) -> f64 {
+pub(crate) fn sum_by(values: &[f32], f: impl Fn(f32) -> f32 + Copy) -> f64 {
     values
         .chunks(BLOCK)
         .map(|block| {

@@ -228,22 +228,11 @@ impl ModuleVisitor for NormVisitor<'_> {
             // KP's B gradient is W's own: counting it would count δW twice.
             match role {
                 Role::KolenPollackFeedback => {}
-                Role::Feedback => self.feedback += sum_of_squares(g),
-                _ => self.task += sum_of_squares(g),
+                Role::Feedback => self.feedback += update::sum_of_squares(g),
+                _ => self.task += update::sum_of_squares(g),
             }
         }
     }
-}
-
-/// Σ x² read back as f64. Reduced row by row first: burn-flex's one-shot sum over more than
-/// 4 Mi elements is split across threads in a scheduling-dependent order, which would break
-/// bitwise-reproducible resumes.
-pub fn sum_of_squares<const D: usize>(t: Tensor<D>) -> f64 {
-    let n = t.shape().num_elements();
-    let rows = if D > 1 { t.dims()[0] } else { n.div_ceil(1 << 16).max(1) };
-    let t = if n % rows == 0 { t.reshape([rows, n / rows]) } else { t.reshape([1, n]) };
-    let s = (t.clone() * t).sum_dim(1).sum();
-    s.into_scalar::<f64>()
 }
 
 struct StepMapper<'a> {
