@@ -51,8 +51,11 @@ pub struct LocalLoss {
 }
 
 impl LocalLoss {
+    /// Whether the backward reads ŷ from the layer's kept output. The sparse term's gradient
+    /// takes the amp term with it into one convolution of x̂ (see [`weight_and_local_grads`]),
+    /// so activation alignment does not keep y.
     fn needs_output(&self) -> bool {
-        self.amp != 0.0 || self.null != 0.0
+        self.null != 0.0 || (self.amp != 0.0 && self.sparse == 0.0)
     }
 }
 
@@ -358,10 +361,11 @@ impl<B: Backend, K: LayerKind, const N: usize> Backward<B, N> for FeedbackBackwa
 /// where `corr(a, g)` is the weight-gradient correlation (Σ g aᵀ), N the batch and P the
 /// output positions. Both data terms are linear in each argument, so when the null term is
 /// present the amp term moves into it (`corr(x̂, −amp·ŷ) + corr(z, 2·null·ŷ) =
-/// corr(2·null·z − amp·x̂, ŷ)`). The term that reads x̂ is computed from x in the same call as
-/// δW, stacked on the output channels: corr(x̂, g) = (corr(x, g) − corr(μ, Σ_batch g)) / rms,
-/// with μ the one-example input holding the channel means. ŷ comes from the kept output:
-/// ŷ = (y − W μ) / rms.
+/// corr(2·null·z − amp·x̂, ŷ)`). With the sparse term, the x̂ side is one convolution of x̂
+/// with 2·sparse·B − amp·W. Without it (weight mirror), −amp·ŷ comes from the kept output,
+/// ŷ = (y − b − W μ) / rms, and its correlation is computed from x in the same call as δW:
+/// corr(x̂, g) = (corr(x, g) − corr(μ, Σ_batch g)) / rms, with μ the one-example input holding
+/// the channel means.
 fn weight_and_local_grads<B: Backend, K: LayerKind>(
     st: &FeedbackState<B, K>,
     grad: FloatTensor<B>,
@@ -372,20 +376,22 @@ fn weight_and_local_grads<B: Backend, K: LayerKind>(
     let Some(loss) = local else {
         return (need_weight_grad.then(|| kind.correlate::<B>(st.x.clone(), &st.weight, grad)), None);
     };
-    let scale = |t: FloatTensor<B>, s: f32| B::float_mul_scalar(t, s.into());
-    let add = |a: Option<FloatTensor<B>>, b: FloatTensor<B>| match a {
-        Some(a) => B::float_add(a, b),
-        None => b,
-    };
     let has_data = loss.amp != 0.0 || loss.null != 0.0 || loss.sparse != 0.0;
-    let mut data: Option<FloatTensor<B>> = None;
+    // ∂R/∂B's terms, summed in one pass at the end ([`shifted_sum`]): the parameter terms, then
+    // the data terms' correlations scaled by 1/(N·P) (and 1/rms where they read x̂).
+    let mut terms = vec![Shifted::new(st.feedback.clone(), 2.0 * loss.decay)];
+    if loss.self_align != 0.0 {
+        terms.push(Shifted::new(st.weight.clone(), -loss.self_align));
+    }
     let mut gw: Option<FloatTensor<B>> = None;
+    let mut inv_rms = None;
     if has_data {
         // Batch statistics of the input: channel means μ (as a one-example input) and the
-        // centred input's RMS. x̂ = (x − μ)/rms itself is never made: every term that reads it
-        // is an affine map of x, ŷ or Bx computed in one pass ([`shifted_sum`]).
-        let mean_input = kind.constant_input::<B>(&st.x, kind.channel_mean::<B>(&st.x));
-        let inv_rms = B::float_reshape(inverse_rms::<B>(&st.x, &mean_input), kind.scalar_shape());
+        // centred input's RMS. x̂ = (x − μ)/rms is written out only for the sparse term; the
+        // others read it as an affine map of x or y in the one pass that needs it
+        // ([`shifted_sum`]).
+        let (mean_input, inverse) = input_statistics::<B, K>(kind, &st.x);
+        let inv = Some(&inverse);
         // ŷ = W x̂ = (y − (b + W μ)) / rms, y the kept output.
         let y_shift = || {
             let w_mean = kind.apply::<B>(mean_input.clone(), st.weight.clone());
@@ -396,28 +402,23 @@ fn weight_and_local_grads<B: Backend, K: LayerKind>(
         };
         let out = || st.output.clone().expect("the forward keeps its output when the local loss needs y");
         let null = loss.null != 0.0;
-        // The gradient paired with x̂: 2·sparse·Bx̂ = 2·sparse·(Bx − Bμ)/rms, and −amp·ŷ unless the
-        // null term absorbs it.
-        let mut g_terms = Vec::new();
-        if loss.amp != 0.0 && !null {
-            g_terms.push(Shifted { values: out(), shift: Some(y_shift()), scale: -loss.amp, by_inverse_rms: true });
-        }
+        let per_position = 1.0 / (st.x.shape()[0] * kind.positions(&grad.shape())) as f32;
         if loss.sparse != 0.0 {
-            let shift = kind.apply::<B>(mean_input.clone(), st.feedback.clone());
-            g_terms.push(Shifted { values: kind.apply::<B>(st.x.clone(), st.feedback.clone()), shift: Some(shift), scale: 2.0 * loss.sparse, by_inverse_rms: true });
-        }
-        let g_x = (!g_terms.is_empty()).then(|| shifted_sum::<B>(g_terms, &inv_rms));
-        // The input paired with ŷ: 2·null·Bᵀŷ − amp·x̂.
-        let y_term = null.then(|| {
-            let y = shifted_sum::<B>(vec![Shifted { values: out(), shift: Some(y_shift()), scale: 1.0, by_inverse_rms: true }], &inv_rms);
-            let mut a_terms = vec![Shifted { values: kind.apply_transpose::<B>(&st.x, st.feedback.clone(), y.clone()), shift: None, scale: 2.0 * loss.null, by_inverse_rms: false }];
-            if loss.amp != 0.0 {
-                a_terms.push(Shifted { values: st.x.clone(), shift: Some(mean_input.clone()), scale: -loss.amp, by_inverse_rms: true });
-            }
-            kind.correlate::<B>(shifted_sum::<B>(a_terms, &inv_rms), &st.feedback, y)
-        });
-        let x_term = g_x.map(|g_x| {
-            let summed = B::float_sum_dim(g_x.clone(), 0);
+            // The terms paired with x̂, 2·sparse·Bx̂ − amp·ŷ (amp unless the null term takes
+            // it), are one convolution of x̂, with K = 2·sparse·B − amp·W (ŷ = W x̂): the
+            // correlation corr(x̂, K x̂) then reads neither y nor Bx. For activation alignment
+            // this replaced the convolution Bx, a pass over y and Bx, a batch sum and a
+            // correction, and spared the forward keeping y (convnet step 33.6 → 26.6 ms).
+            let amp = if null { 0.0 } else { loss.amp };
+            let x_hat = shifted_sum::<B>(vec![Shifted { values: st.x.clone(), shift: Some(mean_input.clone()), scale: 1.0, by_inverse_rms: true }], inv);
+            let kernel = shifted_sum::<B>(vec![Shifted::new(st.feedback.clone(), 2.0 * loss.sparse), Shifted::new(st.weight.clone(), -amp)], None);
+            let g = kind.apply::<B>(x_hat.clone(), kernel);
+            terms.push(Shifted::new(kind.correlate::<B>(x_hat, &st.feedback, g), per_position));
+        } else if loss.amp != 0.0 && !null {
+            // −amp·ŷ from the kept output, and corr(x̂, g) = (corr(x, g) − corr(μ, Σ_batch g))/rms,
+            // whose corr(x, g) shares the call with δW.
+            let g_x = shifted_sum::<B>(vec![Shifted { values: out(), shift: Some(y_shift()), scale: -loss.amp, by_inverse_rms: true }], inv);
+            let summed = batch_sum::<B>(g_x.clone());
             let raw = if need_weight_grad {
                 let (w, b) = kind.correlate_pair::<B>(st.x.clone(), &st.weight, grad.clone(), g_x);
                 gw = Some(w);
@@ -426,23 +427,35 @@ fn weight_and_local_grads<B: Backend, K: LayerKind>(
                 kind.correlate::<B>(st.x.clone(), &st.feedback, g_x)
             };
             let correction = kind.correlate::<B>(mean_input.clone(), &st.feedback, summed);
-            B::float_mul(B::float_sub(raw, correction), inv_rms.clone())
-        });
-        let count = (st.x.shape()[0] * kind.positions(&grad.shape())) as f32;
-        data = match (x_term, y_term) {
-            (Some(a), Some(b)) => Some(B::float_add(a, b)),
-            (a, b) => a.or(b),
+            terms.push(Shifted { values: raw, shift: None, scale: per_position, by_inverse_rms: true });
+            terms.push(Shifted { values: correction, shift: None, scale: -per_position, by_inverse_rms: true });
         }
-        .map(|d| scale(d, 1.0 / count));
+        // The input paired with ŷ, a = 2·null·Bᵀŷ − amp·x̂, and corr(a, ŷ). ŷ = (y − s)/rms with
+        // s = b + W μ is never written: Bᵀŷ = (Bᵀy − Bᵀs)/rms and corr(a, ŷ) =
+        // (corr(a, y) − corr(Σ_batch a, s))/rms, the terms in s one example's worth. (Writing ŷ
+        // was a pass over the layer's output, 1.0 ms of information alignment's convnet step.)
+        if null {
+            let s = y_shift();
+            let mut a_terms = vec![Shifted {
+                values: kind.apply_transpose::<B>(&st.x, st.feedback.clone(), out()),
+                shift: Some(kind.apply_transpose::<B>(&mean_input, st.feedback.clone(), s.clone())),
+                scale: 2.0 * loss.null,
+                by_inverse_rms: true,
+            }];
+            if loss.amp != 0.0 {
+                a_terms.push(Shifted { values: st.x.clone(), shift: Some(mean_input.clone()), scale: -loss.amp, by_inverse_rms: true });
+            }
+            let a = shifted_sum::<B>(a_terms, inv);
+            let correction = kind.correlate::<B>(batch_sum::<B>(a.clone()), &st.feedback, s);
+            terms.push(Shifted { values: kind.correlate::<B>(a, &st.feedback, out()), shift: None, scale: per_position, by_inverse_rms: true });
+            terms.push(Shifted { values: correction, shift: None, scale: -per_position, by_inverse_rms: true });
+        }
+        inv_rms = Some(inverse);
     }
     if need_weight_grad && gw.is_none() {
         gw = Some(kind.correlate::<B>(st.x.clone(), &st.weight, grad));
     }
-    let mut g = scale(st.feedback.clone(), 2.0 * loss.decay);
-    if loss.self_align != 0.0 {
-        g = B::float_sub(g, scale(st.weight.clone(), loss.self_align));
-    }
-    (gw, Some(add(data, g)))
+    (gw, Some(shifted_sum::<B>(terms, inv_rms.as_ref())))
 }
 
 /// One term of [`shifted_sum`]: `scale · (values − shift)`, times 1/rms where asked. `values`
@@ -454,11 +467,26 @@ struct Shifted<B: Backend> {
     by_inverse_rms: bool,
 }
 
-/// Σ of `terms` (all of one shape). On flex f32 one pass over the batch that writes the result
-/// and reads each term once; the local losses' ŷ, −amp·ŷ + 2·sparse·Bx̂ and 2·null·Bᵀŷ − amp·x̂
-/// were a chain of five to eight whole-activation passes each through burn's generic ops.
-/// Composed ops elsewhere. `inverse_rms` holds one value.
-fn shifted_sum<B: Backend>(terms: Vec<Shifted<B>>, inverse_rms: &FloatTensor<B>) -> FloatTensor<B> {
+impl<B: Backend> Shifted<B> {
+    /// `scale · values`.
+    fn new(values: FloatTensor<B>, scale: f32) -> Self {
+        Shifted { values, shift: None, scale, by_inverse_rms: false }
+    }
+}
+
+/// Σ of `terms` (all of one shape), leaving out terms scaled by 0 unless all are. On flex f32
+/// one parallel pass that writes the result and reads each term once; the local losses' ŷ,
+/// −amp·ŷ + 2·sparse·Bx̂ and 2·null·Bᵀŷ − amp·x̂ were a chain of five to eight whole-activation
+/// passes each through burn's generic ops, and ∂R/∂B's sum of five kernel-sized terms
+/// another six (symmetric alignment's 2·decay·B − self·W alone cost 1 ms of the convnet's
+/// 17.5 ms step). Composed ops elsewhere. `inverse_rms` holds one value; it must be given
+/// where a term asks for it.
+fn shifted_sum<B: Backend>(mut terms: Vec<Shifted<B>>, inverse_rms: Option<&FloatTensor<B>>) -> FloatTensor<B> {
+    if terms.iter().any(|t| t.scale != 0.0) {
+        terms.retain(|t| t.scale != 0.0);
+    } else {
+        terms.truncate(1);
+    }
     if let Some(sum) = flex_shifted_sum::<B>(&terms, inverse_rms) {
         return sum;
     }
@@ -470,16 +498,20 @@ fn shifted_sum<B: Backend>(terms: Vec<Shifted<B>>, inverse_rms: &FloatTensor<B>)
                 None => t.values,
             };
             let scaled = B::float_mul_scalar(centred, t.scale.into());
-            if t.by_inverse_rms { B::float_mul(scaled, inverse_rms.clone()) } else { scaled }
+            if t.by_inverse_rms { B::float_mul(scaled, inverse_rms.expect("a term reads 1/rms").clone()) } else { scaled }
         })
         .reduce(B::float_add)
         .expect("at least one term")
 }
 
-fn flex_shifted_sum<B: Backend>(terms: &[Shifted<B>], inverse_rms: &FloatTensor<B>) -> Option<FloatTensor<B>> {
-    use rayon::prelude::*;
+fn flex_shifted_sum<B: Backend>(terms: &[Shifted<B>], inverse_rms: Option<&FloatTensor<B>>) -> Option<FloatTensor<B>> {
+    /// Elements per task where no term is shifted (kernel-sized sums).
+    const BLOCK: usize = 1 << 14;
     let shape = terms.first()?.values.shape();
-    let inv = cpu_conv::values(cpu_conv::as_flex::<B>(inverse_rms)?)[0];
+    let inv = match inverse_rms {
+        Some(t) => cpu_conv::values(cpu_conv::as_flex::<B>(t)?)[0],
+        None => 1.0,
+    };
     let mut inputs = Vec::with_capacity(terms.len());
     for t in terms {
         let values = cpu_conv::values(cpu_conv::as_flex::<B>(&t.values)?);
@@ -487,6 +519,9 @@ fn flex_shifted_sum<B: Backend>(terms: &[Shifted<B>], inverse_rms: &FloatTensor<
             Some(c) => Some(cpu_conv::values(cpu_conv::as_flex::<B>(c)?)),
             None => None,
         };
+        if t.by_inverse_rms && inverse_rms.is_none() {
+            return None;
+        }
         inputs.push((values, shift, if t.by_inverse_rms { t.scale * inv } else { t.scale }));
     }
     let len = shape.num_elements();
@@ -494,38 +529,88 @@ fn flex_shifted_sum<B: Backend>(terms: &[Shifted<B>], inverse_rms: &FloatTensor<
     if inputs.iter().any(|(v, c, _)| v.len() != len || c.as_ref().is_some_and(|c| c.len() != example)) {
         return None;
     }
-    let mut out = vec![0.0f32; len];
-    out.par_chunks_mut(example.max(1)).enumerate().for_each(|(n, row)| {
-        for (k, (values, shift, scale)) in inputs.iter().enumerate() {
-            let v = &values[n * example..][..row.len()];
-            match (shift, k) {
-                (Some(c), 0) => row.iter_mut().zip(v).zip(c.iter()).for_each(|((o, &v), &c)| *o = scale * (v - c)),
-                (Some(c), _) => row.iter_mut().zip(v).zip(c.iter()).for_each(|((o, &v), &c)| *o += scale * (v - c)),
-                (None, 0) => row.iter_mut().zip(v).for_each(|(o, &v)| *o = scale * v),
-                (None, _) => row.iter_mut().zip(v).for_each(|(o, &v)| *o += scale * v),
+    // A shift repeats every example, so shifted sums split by examples.
+    let chunk = if inputs.iter().any(|(_, c, _)| c.is_some()) { example } else { BLOCK };
+    let out = cpu_conv::filled_by_chunks(
+        len,
+        chunk.max(1),
+        || (),
+        |_, i, row| {
+            for (values, shift, scale) in &inputs {
+                let v = &values[i * chunk..][..row.len()];
+                match shift {
+                    Some(c) => row.iter_mut().zip(v).zip(c.iter()).for_each(|((o, &v), &c)| *o += scale * (v - c)),
+                    None => row.iter_mut().zip(v).for_each(|(o, &v)| *o += scale * v),
+                }
             }
-        }
-    });
+        },
+    );
     Some(cpu_conv::to_primitive::<B>(out, shape))
 }
 
-/// 1/(RMS of x − μ + 10⁻¹²) over all of x, μ a one-example input broadcast over the batch: on
-/// flex f32 one pass summing in f64, without the centred copy and its square.
-fn inverse_rms<B: Backend>(x: &FloatTensor<B>, mean_input: &FloatTensor<B>) -> FloatTensor<B> {
+/// Σ over the batch (axis 0), keeping the axis: on flex f32 split over blocks of one example's
+/// elements, each summing the batch in order; burn's generic `sum_dim` ran on one thread
+/// (1 ms of activation alignment's convnet step).
+fn batch_sum<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    const BLOCK: usize = 1 << 12;
     let flex = || {
-        use rayon::prelude::*;
-        let (xs, ms) = (cpu_conv::values(cpu_conv::as_flex::<B>(x)?), cpu_conv::values(cpu_conv::as_flex::<B>(mean_input)?));
-        if ms.is_empty() || xs.len() % ms.len() != 0 {
-            return None;
-        }
-        let sum: f64 = xs.par_chunks(ms.len()).map(|row| row.iter().zip(ms.iter()).map(|(&v, &m)| ((v - m) as f64).powi(2)).sum::<f64>()).sum();
-        let rms = (sum / xs.len() as f64).sqrt() as f32 + 1e-12;
-        Some(cpu_conv::to_primitive::<B>(vec![1.0 / rms], [1]))
+        let shape = t.shape();
+        let values = cpu_conv::values(cpu_conv::as_flex::<B>(&t)?);
+        let example = shape.num_elements() / shape[0].max(1);
+        let sum = cpu_conv::filled_by_chunks(example, BLOCK, || (), |_, i, block| {
+            for row in values.chunks_exact(example.max(1)) {
+                block.iter_mut().zip(&row[i * BLOCK..]).for_each(|(s, &v)| *s += v);
+            }
+        });
+        let mut one = shape.as_slice().to_vec();
+        one[0] = 1;
+        Some(cpu_conv::to_primitive::<B>(sum, one))
     };
-    flex().unwrap_or_else(|| {
-        let centred = B::float_sub(x.clone(), mean_input.clone());
-        B::float_recip(B::float_add_scalar(B::float_sqrt(B::float_mean(B::float_mul(centred.clone(), centred))), 1e-12f32.into()))
-    })
+    flex().unwrap_or_else(|| B::float_sum_dim(t, 0))
+}
+
+/// The input's channel means μ, as a one-example input, and 1/(RMS of x − μ + 10⁻¹²) over all
+/// of x, shaped to broadcast. On flex f32 one parallel pass per channel
+/// ([`crate::norm::batch_statistics`], the batch norm's, summing in f64): the centred RMS is the
+/// root of the channels' mean variance. Composed ops elsewhere.
+fn input_statistics<B: Backend, K: LayerKind>(kind: &K, x: &FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+    let shape = x.shape();
+    if let Some(xf) = cpu_conv::as_flex::<B>(x)
+        && shape.num_dims() >= 2
+    {
+        let (batch, channels) = (shape[0], shape[1]);
+        let dims = (batch, channels, shape.num_elements() / (batch * channels).max(1));
+        let values = cpu_conv::values(xf);
+        let (mean, variance) = if dims.2 == 1 { column_statistics(&values, channels) } else { crate::norm::batch_statistics(&values, dims) };
+        let rms = (variance.iter().map(|&v| v as f64).sum::<f64>() / channels.max(1) as f64).sqrt() as f32 + 1e-12;
+        let mut mean_shape = vec![1; shape.num_dims()];
+        mean_shape[1] = channels;
+        let mean_input = kind.constant_input::<B>(x, cpu_conv::to_primitive::<B>(mean, mean_shape));
+        return (mean_input, B::float_reshape(cpu_conv::to_primitive::<B>(vec![1.0 / rms], [1]), kind.scalar_shape()));
+    }
+    let mean_input = kind.constant_input::<B>(x, kind.channel_mean::<B>(x));
+    let centred = B::float_sub(x.clone(), mean_input.clone());
+    let inverse = B::float_recip(B::float_add_scalar(B::float_sqrt(B::float_mean(B::float_mul(centred.clone(), centred))), 1e-12f32.into()));
+    (mean_input, B::float_reshape(inverse, kind.scalar_shape()))
+}
+
+/// The mean and biased variance of each column of a row-major `[rows, columns]` matrix (a
+/// dense layer's input), summed in f64 row by row: per column, as the batch norm's
+/// statistics go, each sum read one value per row 16 KiB apart (fc1 of the convnet: 4,096
+/// columns).
+fn column_statistics(x: &[f32], columns: usize) -> (Vec<f32>, Vec<f32>) {
+    let rows = x.len() / columns.max(1);
+    let count = rows.max(1) as f64;
+    let mut sums = vec![0.0f64; columns];
+    for row in x.chunks_exact(columns.max(1)) {
+        sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
+    }
+    let mean: Vec<f32> = sums.iter().map(|s| (s / count) as f32).collect();
+    sums.iter_mut().for_each(|s| *s = 0.0);
+    for row in x.chunks_exact(columns.max(1)) {
+        sums.iter_mut().zip(row).zip(&mean).for_each(|((s, &v), &m)| *s += ((v - m) * (v - m)) as f64);
+    }
+    (mean, sums.iter().map(|s| (s / count) as f32).collect())
 }
 
 /// `[⟨a, b⟩, ‖a‖², ‖b‖²]` of two tensors of the same shape, read back to the host in one go.
@@ -674,5 +759,23 @@ fn dispatch_bias(bias: Option<Tensor<1>>) -> MaybeBias<Dispatch> {
     match bias {
         Some(b) => MaybeBias::Present(b.into_dispatch()),
         None => MaybeBias::Absent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dense input's column statistics are the batch norm's per-channel statistics of the
+    /// same values read as [N, C, 1].
+    #[test]
+    fn column_statistics_match_the_channel_statistics() {
+        let (rows, columns) = (37, 301);
+        let x: Vec<f32> = (0..rows * columns).map(|i| ((i * 7919 % 1013) as f32 / 101.0 - 4.0) * if i % 3 == 0 { 2.0 } else { 1.0 }).collect();
+        let (mean, variance) = column_statistics(&x, columns);
+        let (want_mean, want_variance) = crate::norm::batch_statistics(&x, (rows, columns, 1));
+        for (got, want) in mean.iter().zip(&want_mean).chain(variance.iter().zip(&want_variance)) {
+            assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "{got} against {want}");
+        }
     }
 }

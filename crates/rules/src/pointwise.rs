@@ -299,8 +299,7 @@ fn on_flex_f32(op: F32Op, a: &FloatTensor<Flex>, b: Option<&FloatTensor<Flex>>) 
         None => None,
     };
     let (av, bv) = (values(af), bf.map(values));
-    let mut out = vec![0.0f32; av.len()];
-    out.par_chunks_mut(BLOCK).enumerate().for_each(|(i, o)| {
+    let out = crate::cpu_conv::filled_by_chunks(av.len(), BLOCK, || (), |_, i, o| {
         let b = bv.as_ref().map_or(&[][..], |b| &b[i * BLOCK..][..o.len()]);
         apply_dispatch(op, &av[i * BLOCK..][..o.len()], b, o);
     });
