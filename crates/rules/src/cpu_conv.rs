@@ -1155,6 +1155,11 @@ mod tests {
             (2, 64, 4, 3, 70, 3, 2, [1, 1], [(2, 1), (0, 1)], [2, 1], 1),
             (3, 65, 3, 3, 64, 3, 3, [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
             (2, 64, 4, 4, 130, 1, 1, [1, 1], [(0, 0), (0, 0)], [1, 1], 1),
+            // Stride 1 with C_out > 2·C_in: the input gradient by col2im (an image layer, a
+            // widening 5×5 with uneven padding, a widening layer in groups).
+            (3, 1, 8, 8, 32, 3, 3, [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
+            (2, 3, 9, 8, 16, 5, 5, [1, 1], [(2, 1), (2, 2)], [1, 1], 1),
+            (2, 4, 6, 6, 12, 3, 3, [1, 1], [(1, 1), (1, 1)], [1, 1], 2),
         ];
         for &(n, c_in, h, w, c_out, kh, kw, stride, padding, dilation, groups) in cases {
             let options = ConvOptions::new_with_padding(stride, padding, dilation, groups);

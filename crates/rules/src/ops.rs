@@ -430,25 +430,19 @@ fn weight_and_local_grads<B: Backend, K: LayerKind>(
             terms.push(Shifted { values: raw, shift: None, scale: per_position, by_inverse_rms: true });
             terms.push(Shifted { values: correction, shift: None, scale: -per_position, by_inverse_rms: true });
         }
-        // The input paired with ŷ, a = 2·null·Bᵀŷ − amp·x̂, and corr(a, ŷ). ŷ = (y − s)/rms with
-        // s = b + W μ is never written: Bᵀŷ = (Bᵀy − Bᵀs)/rms and corr(a, ŷ) =
-        // (corr(a, y) − corr(Σ_batch a, s))/rms, the terms in s one example's worth. (Writing ŷ
-        // was a pass over the layer's output, 1.0 ms of information alignment's convnet step.)
+        // The input paired with ŷ, a = 2·null·Bᵀŷ − amp·x̂, and corr(a, ŷ). ŷ is written out.
+        // Reading y − s inside Bᵀ and the correlation instead (Bᵀy − Bᵀs, corr(a, y) −
+        // corr(Σa, s)) saved a pass, but where a layer's input is constant (a ConvRNN layer
+        // before its input arrives) y = s, and a batch's Bᵀy and one example's Bᵀs, computed by
+        // different paths (a convolution of δy, col2im), rounded apart by noise that 1/rms
+        // (10¹² there) blew up: information alignment stopped aligning B in the ConvRNN.
         if null {
-            let s = y_shift();
-            let mut a_terms = vec![Shifted {
-                values: kind.apply_transpose::<B>(&st.x, st.feedback.clone(), out()),
-                shift: Some(kind.apply_transpose::<B>(&mean_input, st.feedback.clone(), s.clone())),
-                scale: 2.0 * loss.null,
-                by_inverse_rms: true,
-            }];
+            let y = shifted_sum::<B>(vec![Shifted { values: out(), shift: Some(y_shift()), scale: 1.0, by_inverse_rms: true }], inv);
+            let mut a_terms = vec![Shifted::new(kind.apply_transpose::<B>(&st.x, st.feedback.clone(), y.clone()), 2.0 * loss.null)];
             if loss.amp != 0.0 {
                 a_terms.push(Shifted { values: st.x.clone(), shift: Some(mean_input.clone()), scale: -loss.amp, by_inverse_rms: true });
             }
-            let a = shifted_sum::<B>(a_terms, inv);
-            let correction = kind.correlate::<B>(batch_sum::<B>(a.clone()), &st.feedback, s);
-            terms.push(Shifted { values: kind.correlate::<B>(a, &st.feedback, out()), shift: None, scale: per_position, by_inverse_rms: true });
-            terms.push(Shifted { values: correction, shift: None, scale: -per_position, by_inverse_rms: true });
+            terms.push(Shifted::new(kind.correlate::<B>(shifted_sum::<B>(a_terms, inv), &st.feedback, y), per_position));
         }
         inv_rms = Some(inverse);
     }

@@ -366,6 +366,33 @@ fn flex_closed_form_feedback_grads_hold_for_uncentred_inputs() {
     closed_form_b_grads_match_autodiff_at(&Device::flex(), &GEOMETRIES[..2], &local_losses(), 3.0, 1e-4);
 }
 
+/// A layer whose input is the same everywhere (a ConvRNN layer before its input arrives, a
+/// state still at zero) has x̂ = 0, so the data terms vanish and ∂R/∂B is the parameter terms
+/// alone, although 1/rms is 10¹² there: the closed form must form y − s before anything
+/// scales it (a version that subtracted one example's Bᵀs from the batch's Bᵀy gave 5·10¹²
+/// here, and information alignment stopped aligning B in the ConvRNN quickstart).
+#[test]
+fn flex_closed_form_feedback_grads_of_a_constant_input_are_the_parameter_terms() {
+    let device = Device::flex();
+    // The ConvRNN quickstart's batch 32 and its 4×4 layer: there a batch's input gradient and
+    // one example's take different paths (a convolution of δy against col2im, where C_out
+    // outnumbers one example's positions), so the two sides round apart.
+    for (constant, (ci, co, k, s, p, d, groups, h, w)) in [(0.0, GEOMETRIES[0]), (2.5, GEOMETRIES[1]), (0.0, (32, 32, 3, 1, 1, 1, 1, 4, 4)), (0.7, (16, 32, 3, 1, 1, 1, 1, 8, 8))] {
+        for l in local_losses() {
+            let x = Tensor::<4>::zeros([32, ci, h, w], &device) + constant;
+            let wt = random([co, ci / groups, k, k], 2, &device);
+            let b0 = random([co, ci / groups, k, k], 5, &device);
+            let b = Tensor::from_inner(b0.clone()).require_grad();
+            let spec = BackwardSpec { feedback_grad: FeedbackGrad::Local(l), tap: None };
+            let options = ConvOptions::new([s, s], [p, p], [d, d], groups);
+            let y = feedback_conv2d(Tensor::from_inner(x), Tensor::from_inner(wt.clone()), Some(Tensor::from_inner(random([co], 3, &device))), b.clone(), options, spec);
+            let got = b.grad(&y.sum().backward()).unwrap();
+            let want = b0 * (2.0 * l.decay) - wt * l.self_align;
+            assert_close(&format!("constant {constant} {l:?}"), got, want, 1e-5);
+        }
+    }
+}
+
 #[test]
 fn flex_kolen_pollack_b_gets_exactly_the_weight_gradient() {
     let device = Device::flex();
