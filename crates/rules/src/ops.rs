@@ -543,8 +543,8 @@ fn flex_shifted_sum<B: Backend>(terms: &[Shifted<B>], inverse_rms: Option<&Float
 }
 
 /// Σ over the batch (axis 0), keeping the axis: on flex f32 split over blocks of one example's
-/// elements, each summing the batch in order; burn's generic `sum_dim` ran on one thread
-/// (1 ms of activation alignment's convnet step).
+/// elements, each summing the batch in order; burn's generic `sum_dim` ran on one thread (1 ms
+/// of a convnet step, when activation alignment's closed form still summed its batch).
 fn batch_sum<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
     const BLOCK: usize = 1 << 12;
     let flex = || {
