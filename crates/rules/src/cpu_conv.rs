@@ -887,8 +887,7 @@ fn weight_grad_by_channel_blocks(g: &Geometry, x: &[f32], dy: &[f32], patches: &
     let per = g.examples_per_product();
     // δy transposed, group by group: [groups][batch · positions, C_out/g], so that a product's
     // examples are consecutive rows (as `side_by_side` would lay them out).
-    let mut dy_t = vec![0.0f32; g.batch * y_size];
-    dy_t.par_chunks_mut(positions * opg).enumerate().for_each(|(i, dst)| {
+    let dy_t = filled_by_chunks(g.batch * y_size, positions * opg, || (), |_, i, dst| {
         let (group, n) = (i / g.batch, i % g.batch);
         transpose_into(&dy[(n * g.c_out + group * opg) * positions..][..opg * positions], opg, positions, dst);
     });

@@ -564,9 +564,9 @@ fn batch_sum<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
 }
 
 /// The input's channel means μ, as a one-example input, and 1/(RMS of x − μ + 10⁻¹²) over all
-/// of x, shaped to broadcast. On flex f32 one parallel pass per channel
-/// ([`crate::norm::batch_statistics`], the batch norm's, summing in f64): the centred RMS is the
-/// root of the channels' mean variance. Composed ops elsewhere.
+/// of x, shaped to broadcast. On flex f32 the batch norm's statistics
+/// ([`crate::norm::batch_statistics`], summing in f64): the centred RMS is the root of the
+/// channels' mean variance. Composed ops elsewhere.
 fn input_statistics<B: Backend, K: LayerKind>(kind: &K, x: &FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
     let shape = x.shape();
     if let Some(xf) = cpu_conv::as_flex::<B>(x)
@@ -575,7 +575,7 @@ fn input_statistics<B: Backend, K: LayerKind>(kind: &K, x: &FloatTensor<B>) -> (
         let (batch, channels) = (shape[0], shape[1]);
         let dims = (batch, channels, shape.num_elements() / (batch * channels).max(1));
         let values = cpu_conv::values(xf);
-        let (mean, variance) = if dims.2 == 1 { column_statistics(&values, channels) } else { crate::norm::batch_statistics(&values, dims) };
+        let (mean, variance) = crate::norm::batch_statistics(&values, dims);
         let rms = (variance.iter().map(|&v| v as f64).sum::<f64>() / channels.max(1) as f64).sqrt() as f32 + 1e-12;
         let mut mean_shape = vec![1; shape.num_dims()];
         mean_shape[1] = channels;
@@ -586,25 +586,6 @@ fn input_statistics<B: Backend, K: LayerKind>(kind: &K, x: &FloatTensor<B>) -> (
     let centred = B::float_sub(x.clone(), mean_input.clone());
     let inverse = B::float_recip(B::float_add_scalar(B::float_sqrt(B::float_mean(B::float_mul(centred.clone(), centred))), 1e-12f32.into()));
     (mean_input, B::float_reshape(inverse, kind.scalar_shape()))
-}
-
-/// The mean and biased variance of each column of a row-major `[rows, columns]` matrix (a
-/// dense layer's input), summed in f64 row by row: per column, as the batch norm's
-/// statistics go, each sum read one value per row 16 KiB apart (fc1 of the convnet: 4,096
-/// columns).
-fn column_statistics(x: &[f32], columns: usize) -> (Vec<f32>, Vec<f32>) {
-    let rows = x.len() / columns.max(1);
-    let count = rows.max(1) as f64;
-    let mut sums = vec![0.0f64; columns];
-    for row in x.chunks_exact(columns.max(1)) {
-        sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
-    }
-    let mean: Vec<f32> = sums.iter().map(|s| (s / count) as f32).collect();
-    sums.iter_mut().for_each(|s| *s = 0.0);
-    for row in x.chunks_exact(columns.max(1)) {
-        sums.iter_mut().zip(row).zip(&mean).for_each(|((s, &v), &m)| *s += ((v - m) * (v - m)) as f64);
-    }
-    (mean, sums.iter().map(|s| (s / count) as f32).collect())
 }
 
 /// `[⟨a, b⟩, ‖a‖², ‖b‖²]` of two tensors of the same shape, read back to the host in one go.
@@ -753,23 +734,5 @@ fn dispatch_bias(bias: Option<Tensor<1>>) -> MaybeBias<Dispatch> {
     match bias {
         Some(b) => MaybeBias::Present(b.into_dispatch()),
         None => MaybeBias::Absent,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A dense input's column statistics are the batch norm's per-channel statistics of the
-    /// same values read as [N, C, 1].
-    #[test]
-    fn column_statistics_match_the_channel_statistics() {
-        let (rows, columns) = (37, 301);
-        let x: Vec<f32> = (0..rows * columns).map(|i| ((i * 7919 % 1013) as f32 / 101.0 - 4.0) * if i % 3 == 0 { 2.0 } else { 1.0 }).collect();
-        let (mean, variance) = column_statistics(&x, columns);
-        let (want_mean, want_variance) = crate::norm::batch_statistics(&x, (rows, columns, 1));
-        for (got, want) in mean.iter().zip(&want_mean).chain(variance.iter().zip(&want_variance)) {
-            assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "{got} against {want}");
-        }
     }
 }

@@ -26,7 +26,6 @@ use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{IntDType, Tensor};
-use rayon::prelude::*;
 
 use crate::cpu_conv::{as_flex, filled_by_chunks, to_primitive, values};
 
@@ -466,15 +465,15 @@ pub fn avg_pool_backward(grad: &[f32], shape: [usize; 4], window: PoolWindow, in
 fn pool_forward<const JOB: u8>(x: &[f32], shape: [usize; 4], window: PoolWindow, include_pad: bool) -> Vec<f32> {
     let [n, c, h, w] = shape;
     let (oh, ow) = (window.output_len(h), window.output_len(w));
-    let mut out = vec![0.0f32; n * c * oh * ow];
-    if out.is_empty() {
-        return out;
+    let len = n * c * oh * ow;
+    if len == 0 {
+        return Vec::new();
     }
     let per_task = planes_per_task(h * w);
-    out.par_chunks_mut(oh * ow * per_task).zip(x.par_chunks(h * w * per_task)).for_each(|(out, x)| {
+    filled_by_chunks(len, oh * ow * per_task, || (), |_, task, out| {
+        let x = &x[task * per_task * h * w..][..out.len() / (oh * ow) * h * w];
         pool_planes_dispatch::<JOB>(x, [h, w], window, include_pad, out, &[], &mut []);
-    });
-    out
+    })
 }
 
 /// `x` is only read by the max pool's backward (the average's passes `&[]`).
