@@ -48,7 +48,7 @@ else
     # GPU: ImageNet-size ResNet-18 and AlexNet, the same ResNet-18 and convnet in PyTorch (on
     # CUDA, whichever backend plastic uses; same batch and optimiser), the CIFAR-size zoo.
     B --model resnet18,alexnet --batch 64 --resolution 224 --channels 3 --classes 1000 --steps 5 --rounds 3 --warmup 3
-    if python3 -c "import torch, torchvision; assert torch.cuda.is_available()" 2>/dev/null; then
+    if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
         T --model resnet18 --batch 64 --resolution 224 --classes 1000
         T --model convnet --batch 128 --resolution 32 --classes 10
     fi

@@ -12,7 +12,7 @@ its own line): `convnet` (3×3 conv 32 → ReLU → max-pool 2, 3×3 conv 64 →
 fc 128 → ReLU → fc), `knet4` (Caffe's cifar10_full without LRN, plastic's default: three 5×5
 convs 32, 32, 64 with 3×3/2 pools, fc), `alexnet` (plastic's small-input variant below 100 px:
 conv1 3×3/1 at 32 px, 5×5/2 from 48 px, 11×11/4 from 100 px; adaptive pool to 2×2, or 6×6 from
-100 px; dropout 0.5 after fc6's and fc7's ReLU, as plastic's default `model.dropout`; no LRN), `resnet18` (torchvision's; the CIFAR stem, a 3×3/1 conv without
+100 px; dropout 0.5 after fc6's and fc7's ReLU, as plastic's default `model.dropout`; no LRN), `resnet18` (torchvision's, written out; the CIFAR stem, a 3×3/1 conv without
 the max-pool, below 100 px, as plastic's `stem = "auto"`), `shallownet`. With `--export DIR`
 (a `plastic export --format pytorch` folder), the exported model as `python/plastic_torch.py`
 rebuilds it — the ConvRNN twins of `scripts/compare.sh` — trained on the mean cross-entropy of
@@ -22,7 +22,7 @@ Peak memory: on the CPU the growth of the process's peak resident set (VmHWM, re
 /proc/self/clear_refs) over its resident set before the first step, as `plastic bench`
 measures it; on a GPU the device's peak allocation. fp32 throughout (`--precision bf16` / `f16` runs
 the step under autocast, f16 with a GradScaler); PyTorch's defaults otherwise (cuDNN may use TF32 convolutions).
-It installs nothing: `pip install torch` (and torchvision for resnet18).
+It installs nothing and needs nothing but torch: `pip install torch`.
 """
 import argparse
 import json
@@ -77,14 +77,43 @@ def alexnet(channels, resolution, classes):
     )
 
 
+class BasicBlock(nn.Module):
+    """torchvision's ResNet v1 basic block: two 3×3 convs without bias, each followed by batch
+    norm, the shortcut a strided 1×1 conv + batch norm where the shape changes."""
+
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        shortcut = x if self.downsample is None else self.downsample(x)
+        y = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(y)) + shortcut)
+
+
 def resnet18(channels, resolution, classes):
-    import torchvision
-    model = torchvision.models.resnet18(num_classes=classes)
+    """torchvision's resnet18 written out (so the script needs nothing but torch): the same
+    modules, order and parameter count. Below 100 px the CIFAR stem, a 3×3/1 conv without the
+    max-pool, as plastic's `stem = "auto"`; from 100 px the 7×7/2 conv and 3×3/2 max-pool."""
     if resolution < 100:
-        model.conv1 = nn.Conv2d(channels, 64, 3, 1, 1, bias=False)
-        model.maxpool = nn.Identity()
-    elif channels != 3:
-        model.conv1 = nn.Conv2d(channels, 64, 7, 2, 3, bias=False)
+        stem = [nn.Conv2d(channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True)]
+    else:
+        stem = [nn.Conv2d(channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
+    blocks, c_in = [], 64
+    for c_out, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
+        blocks += [BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out, 1)]
+        c_in = c_out
+    model = nn.Sequential(*stem, *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes))
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
     return model
 
 

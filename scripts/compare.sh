@@ -18,7 +18,7 @@
 # resnet18_224 (224 px, 1000 classes); the ConvRNNs convrnn_quickstart (8 px, 1 channel, T = 7)
 # and rgc_shallow_64 (64 px, T = 8), batch 32; rgc_shallow_224 (224 px, T = 16, batch 16: a GPU
 # case). PyTorch's side is scripts/bench_pytorch.py (it
-# installs nothing: `pip install torch torchvision` into $PYTHON's environment); a ConvRNN's
+# installs nothing: `pip install torch` into $PYTHON's environment); a ConvRNN's
 # twin is plastic's own model exported with `--format pytorch` (after one training step on
 # synthetic images of the case's size) and rebuilt by python/plastic_torch.py.
 set -euo pipefail
@@ -35,7 +35,7 @@ if [ -z "${PLASTIC:-}" ]; then
     cargo build --release --quiet
     PLASTIC="$CARGO_TARGET_DIR/release/plastic"
 fi
-"$PYTHON" -c "import torch" 2>/dev/null || { echo "compare: $PYTHON cannot import torch (pip install torch torchvision)" >&2; exit 2; }
+"$PYTHON" -c "import torch" 2>/dev/null || { echo "compare: $PYTHON cannot import torch (pip install torch)" >&2; exit 2; }
 export RAYON_NUM_THREADS="$THREADS" OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
 
 # name → "model batch resolution classes [channels config set…]" (a ConvRNN's model is its config)
