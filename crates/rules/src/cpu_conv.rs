@@ -18,7 +18,9 @@
 //!
 //! Small maps with many channels (the ConvRNNs' cells at 4×4 and 2×2), where most of a patch
 //! matrix is padding, go through the products of the `taps` module instead: one per kernel tap,
-//! over only the positions it reaches.
+//! over only the positions it reaches. 3×3 stride-1 kernels on larger maps (ResNet's, AlexNet's
+//! and the convnet's) go through Winograd's F(2×2, 3×3) in the `winograd` module: 16 products
+//! of transformed tiles, 2.25× fewer multiplies than the patch matrix's product.
 //!
 //! A 1×1 kernel with stride 1 and no padding uses x_n itself as its patch matrix. Where an
 //! example has few output positions, several examples sit side by side in one product
@@ -39,6 +41,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 mod taps;
+mod winograd;
 
 /// Batch chunks of the weight gradient: each sums its examples into its own buffer, then the
 /// buffers are added in order. A constant, so the sum's order never depends on the threads.
@@ -671,6 +674,9 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) ->
     if taps::suits(g) {
         return taps::forward(g, x, weight, bias);
     }
+    if winograd::suits(g) {
+        return winograd::forward(g, x, weight, bias);
+    }
     let (positions, rows, opg) = (g.positions(), g.patch_rows(), g.out_per_group());
     let (x_size, y_size) = (g.c_in * g.plane(), g.c_out * positions);
     let len = g.batch * y_size;
@@ -802,6 +808,9 @@ fn input_grad_col2im(g: &Geometry, kernel: &[f32], dy: &[f32]) -> Vec<f32> {
 pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     if taps::suits(g) {
         return taps::weight_grad(g, x, dy);
+    }
+    if winograd::suits(g) {
+        return winograd::weight_grad(g, x, dy);
     }
     let (positions, rows, opg) = (g.positions(), g.patch_rows(), g.out_per_group());
     let (x_size, y_size) = (g.c_in * g.plane(), g.c_out * positions);
