@@ -384,6 +384,17 @@ mod avx512 {
         }};
     }
 
+    /// Column b of a transformed tile, its rows a = 0..4, stored at `at` in blocks 4·a + b.
+    macro_rules! store_column {
+        ($out:expr, $b:expr, $at:expr, $values:expr) => {{
+            let [v0, v1, v2, v3] = $values;
+            _mm512_storeu_ps($out[$b].add($at), v0);
+            _mm512_storeu_ps($out[4 + $b].add($at), v1);
+            _mm512_storeu_ps($out[8 + $b].add($at), v2);
+            _mm512_storeu_ps($out[12 + $b].add($at), v3);
+        }};
+    }
+
     /// [`super::example_inputs`].
     #[target_feature(enable = "avx512f")]
     pub(super) fn example_inputs(g: &Geometry, xp: &[f32], v: &mut [&mut [f32]; XI]) {
@@ -406,19 +417,10 @@ mod avx512 {
                             };
                         }
                         let (s0, s1, s2, s3) = (row!(0), row!(1), row!(2), row!(3));
-                        macro_rules! column {
-                            ($b:expr) => {
-                                let [v0, v1, v2, v3] = times_bt!(s0[$b], s1[$b], s2[$b], s3[$b]);
-                                _mm512_storeu_ps(out[$b].add(t + c0), v0);
-                                _mm512_storeu_ps(out[4 + $b].add(t + c0), v1);
-                                _mm512_storeu_ps(out[8 + $b].add(t + c0), v2);
-                                _mm512_storeu_ps(out[12 + $b].add(t + c0), v3);
-                            };
-                        }
-                        column!(0);
-                        column!(1);
-                        column!(2);
-                        column!(3);
+                        store_column!(out, 0, t + c0, times_bt!(s0[0], s1[0], s2[0], s3[0]));
+                        store_column!(out, 1, t + c0, times_bt!(s0[1], s1[1], s2[1], s3[1]));
+                        store_column!(out, 2, t + c0, times_bt!(s0[2], s1[2], s2[2], s3[2]));
+                        store_column!(out, 3, t + c0, times_bt!(s0[3], s1[3], s2[3], s3[3]));
                     }
                 }
             }
@@ -478,19 +480,10 @@ mod avx512 {
                         let p = dp.as_ptr().add(base + c0);
                         let q0 = times_a!(_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(c)));
                         let q1 = times_a!(_mm512_loadu_ps(p.add(pw * c)), _mm512_loadu_ps(p.add((pw + 1) * c)));
-                        macro_rules! column {
-                            ($b:expr) => {
-                                let [a0, a1, a2, a3] = times_a!(q0[$b], q1[$b]);
-                                _mm512_storeu_ps(out[$b].add(t + c0), a0);
-                                _mm512_storeu_ps(out[4 + $b].add(t + c0), a1);
-                                _mm512_storeu_ps(out[8 + $b].add(t + c0), a2);
-                                _mm512_storeu_ps(out[12 + $b].add(t + c0), a3);
-                            };
-                        }
-                        column!(0);
-                        column!(1);
-                        column!(2);
-                        column!(3);
+                        store_column!(out, 0, t + c0, times_a!(q0[0], q1[0]));
+                        store_column!(out, 1, t + c0, times_a!(q0[1], q1[1]));
+                        store_column!(out, 2, t + c0, times_a!(q0[2], q1[2]));
+                        store_column!(out, 3, t + c0, times_a!(q0[3], q1[3]));
                     }
                 }
             }
