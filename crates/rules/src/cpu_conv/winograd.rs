@@ -67,8 +67,8 @@ fn tile_grid(g: &Geometry) -> (usize, usize) {
 }
 
 /// Examples side by side in one forward task: up to [`TILE_COLUMNS`] tiles within
-/// [`TASK_FLOATS`], and at least four tasks where the batch allows (ResNet-18's 8 × 8 layer at
-/// batch 64 would otherwise be 4). A function of the shape alone.
+/// [`TASK_FLOATS`], and at least four tasks where the batch allows (small batches of small
+/// maps), so that the threads share the work. A function of the shape alone.
 fn examples_per_task(g: &Geometry, tiles: usize) -> usize {
     let columns = TILE_COLUMNS.min(TASK_FLOATS / (XI * (g.c_in + g.c_out))).max(1);
     columns.div_ceil(tiles).min(g.batch.div_ceil(4)).clamp(1, g.batch.max(1))
@@ -202,8 +202,6 @@ fn store(dst: &mut [f32], at: usize, width: usize, v: &Lanes) {
     }
 }
 
-/// A [ξ][T][C] buffer (T = `count` examples' tiles) split into each example's 16 blocks of
-/// `run` = tiles·C floats, so that examples can be transformed in parallel.
 /// A [ξ][T][C] buffer (T = `count` examples' tiles) split into each example's 16 blocks of
 /// `run` = tiles·C floats, so that examples can be transformed in parallel.
 fn by_example(buffer: &mut [f32], count: usize, run: usize) -> Vec<[&mut [f32]; XI]> {
