@@ -84,24 +84,31 @@ fn kernel_tiles(g: &Geometry, weight: &[f32]) -> Vec<f32> {
     for c in 0..g.c_in {
         for o in 0..g.c_out {
             let w = &weight[(o * g.c_in + c) * 9..][..9];
-            // G g: rows a of the 4 × 3 product, one column j of g at a time.
-            let mut gg = [[0.0f32; 3]; 4];
-            for j in 0..3 {
-                let (g0, g1, g2) = (w[j], w[3 + j], w[6 + j]);
-                gg[0][j] = g0;
-                gg[1][j] = 0.5 * (g0 + g1 + g2);
-                gg[2][j] = 0.5 * (g0 - g1 + g2);
-                gg[3][j] = g2;
-            }
-            for (a, r) in gg.iter().enumerate() {
-                let row = [r[0], 0.5 * (r[0] + r[1] + r[2]), 0.5 * (r[0] - r[1] + r[2]), r[2]];
-                for (b, v) in row.into_iter().enumerate() {
+            // G g: column j of the 4 × 3 product is G times g's column j; then each of its rows
+            // times Gᵀ.
+            let columns = [times_g(w[0], w[3], w[6]), times_g(w[1], w[4], w[7]), times_g(w[2], w[5], w[8])];
+            for a in 0..4 {
+                for (b, v) in times_g(columns[0][a], columns[1][a], columns[2][a]).into_iter().enumerate() {
                     u[(4 * a + b) * pairs + c * g.c_out + o] = v;
                 }
             }
         }
     }
     u
+}
+
+/// G times a 3-vector: (v0, ½(v0 + v1 + v2), ½(v0 − v1 + v2), v2).
+fn times_g(v0: f32, v1: f32, v2: f32) -> [f32; 4] {
+    [v0, 0.5 * (v0 + v1 + v2), 0.5 * (v0 - v1 + v2), v2]
+}
+
+/// Gᵀ times 4-vectors, elementwise over slices: (d0 + ½(d1 + d2), ½(d1 − d2), ½(d1 + d2) + d3).
+fn gt_times([d0, d1, d2, d3]: [&[f32]; 4], [y0, y1, y2]: [&mut [f32]; 3]) {
+    for o in 0..y0.len() {
+        y0[o] = d0[o] + 0.5 * (d1[o] + d2[o]);
+        y1[o] = 0.5 * (d1[o] - d2[o]);
+        y2[o] = 0.5 * (d1[o] + d2[o]) + d3[o];
+    }
 }
 
 /// `fn $name(…) $body` compiled three times, for AVX-512F, for AVX2 and for baseline x86-64, the
@@ -202,6 +209,14 @@ fn store(dst: &mut [f32], at: usize, width: usize, v: &Lanes) {
     }
 }
 
+/// Column b of a transformed tile, its rows a = 0..4, stored at `at` in blocks 4·a + b.
+#[inline(always)]
+fn store_column(out: &mut [&mut [f32]; XI], b: usize, at: usize, width: usize, column: &[Lanes; 4]) {
+    for (a, value) in column.iter().enumerate() {
+        store(out[4 * a + b], at, width, value);
+    }
+}
+
 /// A [ξ][T][C] buffer (T = `count` examples' tiles) split into each example's 16 blocks of
 /// `run` = tiles·C floats, so that examples can be transformed in parallel.
 fn by_example(buffer: &mut [f32], count: usize, run: usize) -> Vec<[&mut [f32]; XI]> {
@@ -267,11 +282,7 @@ widest_vectors! {
                     }
                     let (s0, s1, s2, s3) = (row!(0), row!(1), row!(2), row!(3));
                     for b in 0..4 {
-                        let [v0, v1, v2, v3] = times_bt(&s0[b], &s1[b], &s2[b], &s3[b]);
-                        store(v[b], t + c0, width, &v0);
-                        store(v[4 + b], t + c0, width, &v1);
-                        store(v[8 + b], t + c0, width, &v2);
-                        store(v[12 + b], t + c0, width, &v3);
+                        store_column(v, b, t + c0, width, &times_bt(&s0[b], &s1[b], &s2[b], &s3[b]));
                     }
                 }
             }
@@ -338,11 +349,7 @@ widest_vectors! {
                     let q0 = times_a(&load(dp, base + c0, width), &load(dp, base + c + c0, width));
                     let q1 = times_a(&load(dp, base + pw * c + c0, width), &load(dp, base + (pw + 1) * c + c0, width));
                     for b in 0..4 {
-                        let [a0, a1, a2, a3] = times_a(&q0[b], &q1[b]);
-                        store(dm[b], t + c0, width, &a0);
-                        store(dm[4 + b], t + c0, width, &a1);
-                        store(dm[8 + b], t + c0, width, &a2);
-                        store(dm[12 + b], t + c0, width, &a3);
+                        store_column(dm, b, t + c0, width, &times_a(&q0[b], &q1[b]));
                     }
                 }
             }
@@ -653,30 +660,19 @@ pub(super) fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let mut by_input = vec![0.0f32; ci * 9 * co];
     by_input.par_chunks_exact_mut(9 * co).enumerate().for_each_init(Vec::new, |dug, (c, out)| {
         let d = |xi: usize| &du[xi * pairs + c * co..][..co];
-        // (δU G)[a][j], each a vector over C_out. G's columns: (1, ½, ½, 0), (0, ½, −½, 0), (0, ½, ½, 1).
+        // (δU G)[a][j], each a vector over C_out: row a of δU times G (Gᵀ times it, as columns).
         dug.resize(12 * co, 0.0);
         for a in 0..4 {
-            let (d0, d1, d2, d3) = (d(4 * a), d(4 * a + 1), d(4 * a + 2), d(4 * a + 3));
             let (v0, rest) = dug[a * 3 * co..][..3 * co].split_at_mut(co);
             let (v1, v2) = rest.split_at_mut(co);
-            for o in 0..co {
-                v0[o] = d0[o] + 0.5 * (d1[o] + d2[o]);
-                v1[o] = 0.5 * (d1[o] - d2[o]);
-                v2[o] = 0.5 * (d1[o] + d2[o]) + d3[o];
-            }
+            gt_times([d(4 * a), d(4 * a + 1), d(4 * a + 2), d(4 * a + 3)], [v0, v1, v2]);
         }
         // δg[i][j] = Gᵀ's row i over the column j of δU G, at out[(3·i + j)·C_out + o].
         let (rows_0, rest) = out.split_at_mut(3 * co);
         let (rows_1, rows_2) = rest.split_at_mut(3 * co);
         for j in 0..3 {
             let r = |a: usize| &dug[(a * 3 + j) * co..][..co];
-            let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
-            let (y0, y1, y2) = (&mut rows_0[j * co..][..co], &mut rows_1[j * co..][..co], &mut rows_2[j * co..][..co]);
-            for o in 0..co {
-                y0[o] = r0[o] + 0.5 * (r1[o] + r2[o]);
-                y1[o] = 0.5 * (r1[o] - r2[o]);
-                y2[o] = 0.5 * (r1[o] + r2[o]) + r3[o];
-            }
+            gt_times([r(0), r(1), r(2), r(3)], [&mut rows_0[j * co..][..co], &mut rows_1[j * co..][..co], &mut rows_2[j * co..][..co]]);
         }
     });
     let mut dw = vec![0.0f32; pairs * 9];
