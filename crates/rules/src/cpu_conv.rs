@@ -208,6 +208,18 @@ enum PatchMode {
     Rows,
     Gather,
     Padded,
+    Permute,
+}
+
+/// Whether [`Patches::Permute`] can read this convolution's patches: planes and outputs of at
+/// most 16 values (one AVX-512 register), on a CPU with AVX-512F.
+fn permute_serves(g: &Geometry) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if g.plane() <= 16 && g.positions() <= 16 && std::arch::is_x86_feature_detected!("avx512f") {
+        return true;
+    }
+    let _ = g;
+    false
 }
 
 /// How one example's patch matrix is read from its NCHW planes; built once per convolution call
@@ -224,10 +236,19 @@ enum Patches {
     /// every tap's patch row is a shifted window, copied in fixed-width rows of the output's
     /// width (vector moves at 32, 16, 8, 4 and 2 columns, not a library call per row).
     Padded { rows: usize, columns: usize },
+    /// Planes and outputs of at most 16 values ([`permute_serves`]): the plane is one AVX-512
+    /// register, and each tap's patch row one permutation of it, the padding's lanes zeroed by
+    /// a mask: for each tap, the input index of every output position and the mask of those
+    /// inside. The 4 × 4 cells of the ConvRNN quick start spent a quarter of their forward
+    /// copying 4-value rows through a padded 6 × 6 plane per example and channel.
+    Permute(Vec<([u32; 16], u16)>),
 }
 
 impl Patches {
     fn new(g: &Geometry) -> Self {
+        if permute_serves(g) {
+            return Self::build(g, PatchMode::Permute);
+        }
         let mode = match g.stride == [1, 1] {
             true if g.ow <= PADDED_UP_TO_COLUMNS => PatchMode::Padded,
             false if g.ow < GATHER_BELOW_COLUMNS && g.plane() < u32::MAX as usize => PatchMode::Gather,
@@ -260,7 +281,24 @@ impl Patches {
                 }
             }
         }
-        Patches::Gather(index)
+        if mode == PatchMode::Gather {
+            return Patches::Gather(index);
+        }
+        assert!(permute_serves(g), "a permuted plane serves planes and outputs of at most 16 values");
+        let taps = index
+            .chunks_exact(positions)
+            .map(|tap| {
+                let (mut lanes, mut inside) = ([0u32; 16], 0u16);
+                for (p, &k) in tap.iter().enumerate() {
+                    if (k as usize) < g.plane() {
+                        lanes[p] = k;
+                        inside |= 1 << p;
+                    }
+                }
+                (lanes, inside)
+            })
+            .collect();
+        Patches::Permute(taps)
     }
 
     /// Group `group`'s patch matrix of `count` consecutive examples of `x`, [patch_rows,
@@ -272,7 +310,7 @@ impl Patches {
         if g.is_pointwise() {
             return side_by_side(x, g.c_in, group * rows, rows, positions, count, cols);
         }
-        cols.resize(rows * count * positions, 0.0);
+        let cols = at_least(cols, rows * count * positions);
         self.fill(g, x, count, group * g.in_per_group(), cols, parallel);
         cols
     }
@@ -297,6 +335,11 @@ impl Patches {
     /// compiled for the widest vector unit this CPU has: the rows' copies are short (2 to 64
     /// values), and in baseline x86-64 each is a run of 16-byte moves.
     fn channel_dispatch(&self, g: &Geometry, x: &[f32], count: usize, c: usize, rows: &mut [f32], padded: &mut Vec<f32>) {
+        #[cfg(target_arch = "x86_64")]
+        if let Patches::Permute(taps) = self {
+            // SAFETY: a permuted plane is built only where the CPU has AVX-512F (`permute_serves`).
+            return unsafe { permuted_rows(taps, g, x, count, c, rows) };
+        }
         #[inline(always)]
         fn examples(p: &Patches, g: &Geometry, x: &[f32], count: usize, c: usize, rows: &mut [f32], padded: &mut Vec<f32>) {
             let (plane, positions) = (g.plane(), g.positions());
@@ -370,6 +413,7 @@ impl Patches {
                     }
                 }
             }
+            Patches::Permute(_) => unreachable!("a permuted plane is read by `permuted_rows`"),
             Patches::Rows { rows, columns } => {
                 for (i, (oys, row_offset)) in rows.iter().enumerate() {
                     for (j, (oxs, col_offset)) in columns.iter().enumerate() {
@@ -395,6 +439,31 @@ impl Patches {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Channel `c`'s patch rows of `count` examples side by side (see [`Patches::channel_dispatch`])
+/// from [`Patches::Permute`]'s `taps`: per example, the plane loaded into one register, and per
+/// tap one masked permutation of it stored as the tap's row.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn permuted_rows(taps: &[([u32; 16], u16)], g: &Geometry, x: &[f32], count: usize, c: usize, rows: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let (plane, positions) = (g.plane(), g.positions());
+    let ld = count * positions;
+    assert!(plane <= 16 && positions <= 16 && rows.len() >= taps.len() * ld && x.len() >= ((count - 1) * g.c_in + c + 1) * plane);
+    let (plane_lanes, row_lanes) = (((1u32 << plane) - 1) as u16, ((1u32 << positions) - 1) as u16);
+    for e in 0..count {
+        // SAFETY: the masked load reads the plane's `plane` values, inside x (asserted above);
+        // each masked store writes `positions` values of row t at column e·positions, inside
+        // `rows` ([taps, ld], asserted above).
+        unsafe {
+            let values = _mm512_maskz_loadu_ps(plane_lanes, x.as_ptr().add((e * g.c_in + c) * plane));
+            for (t, (lanes, inside)) in taps.iter().enumerate() {
+                let index = _mm512_loadu_si512(lanes.as_ptr().cast());
+                _mm512_mask_storeu_ps(rows.as_mut_ptr().add(t * ld + e * positions), row_lanes, _mm512_maskz_permutexvar_ps(*inside, index, values));
             }
         }
     }
@@ -453,7 +522,7 @@ fn side_by_side<'a>(src: &'a [f32], channels: usize, c0: usize, rows: usize, pos
         return &src[c0 * positions..][..rows * positions];
     }
     let width = count * positions;
-    buffer.resize(rows * width, 0.0);
+    let buffer = at_least(buffer, rows * width);
     for (r, row) in buffer.chunks_exact_mut(width).enumerate() {
         for (e, part) in row.chunks_exact_mut(positions).enumerate() {
             part.copy_from_slice(&src[(e * channels + c0 + r) * positions..][..positions]);
@@ -669,6 +738,52 @@ fn zeroed(chunk: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     unsafe { &mut *(chunk as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
+/// `buffer`'s first `len` floats, grown (never shrunk) to hold them: with a kept buffer the
+/// zero-fill of growing it is paid once, not on every call.
+pub(super) fn at_least(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    &mut buffer[..len]
+}
+
+/// Largest scratch buffer a thread keeps (512 KiB): what the small convolutions need, whose
+/// calls the allocation dominated. Larger ones are freed, as their products outweigh their
+/// allocation, and kept they add to every later peak of memory: with no bound knet4's peak at
+/// 32 px rose from 28 to 34.5 MiB; with this one it is 29.5–30.
+const KEPT_SCRATCH_FLOATS: usize = 1 << 17;
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<[Vec<f32>; 3]> = std::cell::Cell::default();
+}
+
+/// A task's scratch buffers (patch matrices, products before they are written apart, δy side by
+/// side), kept by each thread between tasks and calls: taken from the thread as a task starts
+/// and given back when dropped. Allocated per task, each was zero-filled on every call, and
+/// page-faulted in where it was large: a quarter of the ConvRNN quick start's 4 × 4 weight
+/// gradient. A task that runs inside another's wait on the same thread finds none and
+/// allocates its own.
+pub(super) struct Scratch(pub(super) [Vec<f32>; 3]);
+
+impl Scratch {
+    pub(super) fn take() -> Self {
+        Self(SCRATCH.take())
+    }
+}
+
+impl Drop for Scratch {
+    /// Gives the buffers back to the thread, all but those over [`KEPT_SCRATCH_FLOATS`].
+    fn drop(&mut self) {
+        let mut kept = std::mem::take(&mut self.0);
+        for buffer in &mut kept {
+            if buffer.capacity() > KEPT_SCRATCH_FLOATS {
+                *buffer = Vec::new();
+            }
+        }
+        SCRATCH.set(kept);
+    }
+}
+
 /// `conv2d(x, weight) + bias` with x [N, C_in, H, W], weight [C_out, C_in/g, kh, kw].
 pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     if taps::suits(g) {
@@ -690,8 +805,8 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) ->
     filled_by_chunks(
         len,
         per * y_size,
-        || (Vec::new(), Vec::new()),
-        |(cols, out), chunk, y_chunk| {
+        Scratch::take,
+        |Scratch([cols, out, _]), chunk, y_chunk| {
             let count = y_chunk.len() / y_size;
             let width = count * positions;
             let x_chunk = &x[chunk * per * x_size..][..count * x_size];
@@ -707,7 +822,7 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) ->
                     let out = &mut y_chunk[group * opg * positions..][..opg * positions];
                     matmul(out, opg, positions, rows, w, patch_matrix, bias.is_some(), parallelism);
                 } else {
-                    out.resize(opg * width, 0.0);
+                    let out = at_least(out, opg * width);
                     matmul(out, opg, width, rows, w, patch_matrix, false, parallelism);
                     apart(out, g.c_out, group * opg, opg, positions, count, bias, y_chunk);
                 }
@@ -769,8 +884,8 @@ fn input_grad_col2im(g: &Geometry, kernel: &[f32], dy: &[f32]) -> Vec<f32> {
     filled_by_chunks(
         len,
         per * x_size,
-        || (Vec::new(), Vec::new()),
-        |(cols, dy_side), chunk, dx_chunk| {
+        Scratch::take,
+        |Scratch([cols, dy_side, _]), chunk, dx_chunk| {
             let count = dx_chunk.len() / x_size;
             let width = count * positions;
             let dy_chunk = &dy[chunk * per * y_size..][..count * y_size];
@@ -782,7 +897,7 @@ fn input_grad_col2im(g: &Geometry, kernel: &[f32], dy: &[f32]) -> Vec<f32> {
                     matmul(out, rows, positions, opg, k, d, false, parallelism);
                     continue;
                 }
-                cols.resize(rows * width, 0.0);
+                let cols = at_least(cols, rows * width);
                 matmul(cols, rows, width, opg, k, d, false, parallelism);
                 if g.is_pointwise() {
                     apart(cols, g.c_in, group * rows, rows, positions, count, None, dx_chunk);
@@ -835,20 +950,21 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         .into_par_iter()
         .map(|c| {
             let mut dw = vec![0.0f32; size];
-            let (mut cols, mut dy_side, mut cols_t) = (Vec::new(), Vec::new(), Vec::new());
+            let mut scratch = Scratch::take();
+            let Scratch([cols, dy_side, cols_t]) = &mut scratch;
             let end = ((c + 1) * chunk).min(g.batch);
             for (step, n0) in (c * chunk..end).step_by(per).enumerate() {
                 let count = per.min(end - n0);
                 let width = count * positions;
                 let (x_chunk, dy_chunk) = (&x[n0 * x_size..][..count * x_size], &dy[n0 * y_size..][..count * y_size]);
                 for group in 0..g.groups {
-                    let patch_matrix = patches.matrix(g, x_chunk, count, group, &mut cols, parallel);
+                    let patch_matrix = patches.matrix(g, x_chunk, count, group, cols, parallel);
                     if patches_transposed {
                         // δW_g [C_out/g, rows] row-major is [rows, C_out/g] column-major: cols · δyᵀ,
                         // with cols read from its transpose [width, rows] (m-contiguous for gemm).
-                        cols_t.resize(rows * width, 0.0);
-                        transpose_into(patch_matrix, rows, width, &mut cols_t);
-                        let d = side_by_side(dy_chunk, g.c_out, group * opg, opg, positions, count, &mut dy_side);
+                        let cols_t = at_least(cols_t, rows * width);
+                        transpose_into(patch_matrix, rows, width, cols_t);
+                        let d = side_by_side(dy_chunk, g.c_out, group * opg, opg, positions, count, dy_side);
                         let out = &mut dw[group * opg * rows..(group + 1) * opg * rows];
                         matmul_col_major(out, rows, opg, width, Mat::rows(&cols_t, rows).t(), Mat::rows(d, width).t(), step > 0, parallelism);
                         continue;
@@ -856,11 +972,11 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
                     // δy transposed ([width, C_out/g]), so that it runs along C_out, and the
                     // product column-major: with both operands along the positions gemm would
                     // copy one into shape element by element (see matmul_col_major).
-                    dy_side.resize(opg * width, 0.0);
+                    let dy_side = at_least(dy_side, opg * width);
                     for e in 0..count {
                         transpose_into(&dy_chunk[(e * g.c_out + group * opg) * positions..][..opg * positions], opg, positions, &mut dy_side[e * positions * opg..][..positions * opg]);
                     }
-                    let d = Mat::rows(&dy_side, opg).t();
+                    let d = Mat::rows(dy_side, opg).t();
                     let out = &mut dw[group * opg * rows..(group + 1) * opg * rows];
                     matmul_col_major(out, opg, rows, width, d, Mat::rows(patch_matrix, width).t(), step > 0, parallelism);
                 }
@@ -910,8 +1026,8 @@ fn weight_grad_by_channel_blocks(g: &Geometry, x: &[f32], dy: &[f32], patches: &
         .flat_map(|(group, of_group)| of_group.chunks_mut(block * taps * opg).enumerate().map(move |(b, part)| (group, b * block, part)))
         .collect();
     parts.into_par_iter().for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(cols, padded), (group, c_lo, out)| {
+        Scratch::take,
+        |Scratch([cols, padded, _]), (group, c_lo, out)| {
             let channels = out.len() / (taps * opg);
             let block_rows = channels * taps;
             let c0 = group * ipg + c_lo;
@@ -922,7 +1038,7 @@ fn weight_grad_by_channel_blocks(g: &Geometry, x: &[f32], dy: &[f32], patches: &
                 let patch_rows: &[f32] = if g.is_pointwise() {
                     side_by_side(x_chunk, g.c_in, c0, block_rows, positions, count, cols)
                 } else {
-                    cols.resize(block_rows * width, 0.0);
+                    let cols = at_least(cols, block_rows * width);
                     for (c, rows_of_c) in cols.chunks_exact_mut(taps * width).enumerate() {
                         patches.channel_dispatch(g, x_chunk, count, c0 + c, rows_of_c, padded);
                     }
@@ -1221,6 +1337,10 @@ mod tests {
             ([1, 2, 5, 5], [3, 2, 3, 3], [1, 1], [(3, 3), (3, 3)], [1, 1], 1),
             ([1, 4, 6, 6], [2, 4, 1, 1], [1, 1], [(0, 0), (0, 0)], [1, 1], 1),
             ([1, 4, 6, 11], [4, 2, 5, 3], [1, 1], [(2, 1), (1, 0)], [1, 1], 2),
+            // Planes and outputs of at most 16 values (one register): strided, uneven, grouped.
+            ([2, 3, 4, 3], [4, 3, 3, 2], [2, 1], [(1, 0), (1, 1)], [1, 1], 1),
+            ([1, 4, 3, 5], [4, 2, 2, 3], [1, 2], [(0, 1), (2, 2)], [1, 2], 2),
+            ([2, 2, 1, 1], [3, 2, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1], 1),
         ] {
             let g = Geometry::new(&x, &w, &ConvOptions::new_with_padding(stride, padding, dilation, groups)).unwrap();
             let input: Vec<f32> = (0..x.iter().product::<usize>()).map(|i| i as f32 + 1.0).collect();
@@ -1237,6 +1357,9 @@ mod tests {
                 assert_eq!(read(PatchMode::Gather, c0), rows, "{g:?}, group at channel {c0}: gathered");
                 if g.stride == [1, 1] {
                     assert_eq!(read(PatchMode::Padded, c0), rows, "{g:?}, group at channel {c0}: from a padded plane");
+                }
+                if permute_serves(&g) {
+                    assert_eq!(read(PatchMode::Permute, c0), rows, "{g:?}, group at channel {c0}: permuted");
                 }
             }
         }

@@ -25,7 +25,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{Geometry, Mat, filled_by_chunks, inner_parallelism, matmul, transpose_into, transpose_strided};
+use super::{Geometry, Mat, at_least, filled_by_chunks, inner_parallelism, matmul, transpose_into, transpose_strided};
 
 /// Elements of a transformed tile (4 × 4; ξ = 4·a + b).
 const XI: usize = 16;
@@ -217,12 +217,21 @@ fn store_column(out: &mut [&mut [f32]; XI], b: usize, at: usize, width: usize, c
     }
 }
 
-/// A [ξ][T][C] buffer (T = `count` examples' tiles) split into each example's 16 blocks of
-/// `run` = tiles·C floats, so that examples can be transformed in parallel.
+/// Floats from one of a buffer's 16 blocks ξ to the next, for blocks of `len` floats: one cache
+/// line more. At a power of two apart (16 tiles × 32 channels is 16 KiB) the transforms' 16
+/// streams of stores all fell into the same few sets of the L1 cache and evicted each other: the
+/// input transform of the ConvRNN quick start's 8 × 8 layer took a fifth of its forward.
+fn block_stride(len: usize) -> usize {
+    len + LANES
+}
+
+/// A [ξ][T][C] buffer (T = `count` examples' tiles, blocks [`block_stride`] apart) split into
+/// each example's 16 blocks of `run` = tiles·C floats, so that examples can be transformed in
+/// parallel.
 fn by_example(buffer: &mut [f32], count: usize, run: usize) -> Vec<[&mut [f32]; XI]> {
     let mut parts: Vec<Vec<&mut [f32]>> = (0..count).map(|_| Vec::with_capacity(XI)).collect();
-    for block in buffer.chunks_exact_mut(count * run) {
-        for (part, r) in parts.iter_mut().zip(block.chunks_exact_mut(run)) {
+    for block in buffer.chunks_mut(block_stride(count * run)).take(XI) {
+        for (part, r) in parts.iter_mut().zip(block[..count * run].chunks_exact_mut(run)) {
             part.push(r);
         }
     }
@@ -551,14 +560,9 @@ struct TaskBuffers {
 
 thread_local! {
     static TASK_BUFFERS: std::cell::Cell<TaskBuffers> = std::cell::Cell::default();
-}
-
-/// `buffer`'s first `len` floats, grown (never shrunk) to hold them.
-fn at_least(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if buffer.len() < len {
-        buffer.resize(len, 0.0);
-    }
-    &mut buffer[..len]
+    /// The weight gradient's V and δM, kept by the calling thread between calls where the whole
+    /// batch is one slab (see [`weight_grad`]).
+    static SLAB_BUFFERS: std::cell::Cell<(Vec<f32>, Vec<f32>)> = std::cell::Cell::default();
 }
 
 /// `conv2d(x, weight) + bias` (see [`super::forward`]). Each task takes a few examples side by
@@ -588,20 +592,21 @@ pub(super) fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f3
             let mut buffers = TASK_BUFFERS.take();
             let TaskBuffers { xp, v, m, yp } = &mut buffers;
             let xp = at_least(xp, input_sizes[0] * input_sizes[1] * g.c_in);
-            let v = at_least(v, XI * columns * g.c_in);
+            let (v_stride, m_stride) = (block_stride(columns * g.c_in), block_stride(columns * g.c_out));
+            let v = at_least(v, XI * v_stride);
             for (e, mut v_e) in by_example(v, count, tiles * g.c_in).into_iter().enumerate() {
                 padded_channels_last(&x_chunk[e * x_size..][..x_size], g.c_in, [g.h, g.w], g.pad, input_sizes, xp);
                 inputs(g, xp, &mut v_e);
             }
-            let m = at_least(m, XI * columns * g.c_out);
+            let m = at_least(m, XI * m_stride);
             for xi in 0..XI {
-                let lhs = Mat::rows(&v[xi * columns * g.c_in..][..columns * g.c_in], g.c_in);
+                let lhs = Mat::rows(&v[xi * v_stride..][..columns * g.c_in], g.c_in);
                 let rhs = Mat::rows(&u[xi * g.c_in * g.c_out..][..g.c_in * g.c_out], g.c_out);
-                matmul(&mut m[xi * columns * g.c_out..][..columns * g.c_out], columns, g.c_out, g.c_in, lhs, rhs, false, parallelism);
+                matmul(&mut m[xi * m_stride..][..columns * g.c_out], columns, g.c_out, g.c_in, lhs, rhs, false, parallelism);
             }
             let yp = at_least(yp, output_sizes[0] * output_sizes[1] * g.c_out);
             for (e, y_e) in y_chunk.chunks_exact_mut(y_size).enumerate() {
-                let m_e: [&[f32]; XI] = std::array::from_fn(|xi| &m[(xi * columns + e * tiles) * g.c_out..][..tiles * g.c_out]);
+                let m_e: [&[f32]; XI] = std::array::from_fn(|xi| &m[xi * m_stride + e * tiles * g.c_out..][..tiles * g.c_out]);
                 outputs(g, &m_e, bias, yp);
                 // The padded [pixels, C_out] rows back into y's [C_out, H_out·W_out], row by row.
                 for oy in 0..g.oh {
@@ -631,29 +636,37 @@ pub(super) fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (input_sizes, output_sizes) = (padded_input(g), padded_output(g));
     // δU_ξ as [C_in, C_out] row-major.
     let mut du = vec![0.0f32; XI * pairs];
-    let (mut v, mut dm) = (Vec::new(), Vec::new());
+    let mut slab = SLAB_BUFFERS.take();
+    let (v, dm) = &mut slab;
     for (step, n0) in (0..g.batch).step_by(per).enumerate() {
         let count = per.min(g.batch - n0);
         let columns = count * tiles;
         let (x_slab, dy_slab) = (&x[n0 * x_size..][..count * x_size], &dy[n0 * y_size..][..count * y_size]);
-        let (v, dm) = (at_least(&mut v, XI * columns * ci), at_least(&mut dm, XI * columns * co));
-        by_example(v, count, tiles * ci).into_par_iter().zip(by_example(dm, count, tiles * co)).enumerate().for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(xp, dp), (e, (mut v_e, mut dm_e))| {
-                let xp = at_least(xp, input_sizes[0] * input_sizes[1] * ci);
-                padded_channels_last(&x_slab[e * x_size..][..x_size], ci, [g.h, g.w], g.pad, input_sizes, xp);
-                inputs(g, xp, &mut v_e);
-                let dp = at_least(dp, output_sizes[0] * output_sizes[1] * co);
-                padded_channels_last(&dy_slab[e * y_size..][..y_size], co, [g.oh, g.ow], [0, 0], output_sizes, dp);
-                output_grads(g, dp, &mut dm_e);
-            },
-        );
+        let (v_stride, dm_stride) = (block_stride(columns * ci), block_stride(columns * co));
+        let (v, dm) = (at_least(v, XI * v_stride), at_least(dm, XI * dm_stride));
+        by_example(v, count, tiles * ci).into_par_iter().zip(by_example(dm, count, tiles * co)).enumerate().for_each(|(e, (mut v_e, mut dm_e))| {
+            let mut buffers = TASK_BUFFERS.take();
+            let xp = at_least(&mut buffers.xp, input_sizes[0] * input_sizes[1] * ci);
+            padded_channels_last(&x_slab[e * x_size..][..x_size], ci, [g.h, g.w], g.pad, input_sizes, xp);
+            inputs(g, xp, &mut v_e);
+            let dp = at_least(&mut buffers.yp, output_sizes[0] * output_sizes[1] * co);
+            padded_channels_last(&dy_slab[e * y_size..][..y_size], co, [g.oh, g.ow], [0, 0], output_sizes, dp);
+            output_grads(g, dp, &mut dm_e);
+            TASK_BUFFERS.set(buffers);
+        });
         let (v, dm) = (&*v, &*dm);
         du.par_chunks_exact_mut(pairs).enumerate().for_each(|(xi, du_xi)| {
-            let lhs = Mat::rows(&v[xi * columns * ci..][..columns * ci], ci).t();
-            let rhs = Mat::rows(&dm[xi * columns * co..][..columns * co], co);
+            let lhs = Mat::rows(&v[xi * v_stride..][..columns * ci], ci).t();
+            let rhs = Mat::rows(&dm[xi * dm_stride..][..columns * co], co);
             matmul(du_xi, ci, co, columns, lhs, rhs, step > 0, Parallelism::None);
         });
+    }
+    // Kept only for a small convolution, whose batch is one slab: allocated per call, the ConvRNN
+    // quick start's 8 × 8 weight gradient was 812 µs, half of it zero-filling and page-faulting
+    // in 2 MiB; kept, 340. Large ones are freed: kept, AlexNet's 4 MiB slab raised its peak
+    // memory at 32 px by 5–15 MiB (to within 10 of PyTorch's), for no speed.
+    if per == g.batch {
+        SLAB_BUFFERS.set(slab);
     }
     // δg = Gᵀ δU G for every pair, as [C_in][9][C_out] (vectors along C_out), then transposed
     // into W's [C_out][C_in·9].
@@ -767,7 +780,7 @@ mod tests {
         let [ph, pw] = padded_input(&g);
         let mut xp = vec![0.0; ph * pw * g.c_in];
         padded_channels_last(&values(g.c_in * g.plane(), 1), g.c_in, [g.h, g.w], g.pad, [ph, pw], &mut xp);
-        let (mut v_generic, mut v_vector) = (vec![0.0; XI * tiles * g.c_in], vec![0.0; XI * tiles * g.c_in]);
+        let (mut v_generic, mut v_vector) = (vec![0.0; XI * block_stride(tiles * g.c_in)], vec![0.0; XI * block_stride(tiles * g.c_in)]);
         example_inputs(&g, &xp, &mut by_example(&mut v_generic, 1, tiles * g.c_in).pop().unwrap());
         inputs(&g, &xp, &mut by_example(&mut v_vector, 1, tiles * g.c_in).pop().unwrap());
         assert_eq!(v_generic, v_vector, "input transform");
@@ -779,7 +792,7 @@ mod tests {
         example_outputs(&g, &blocks, Some(&bias), &mut y_generic);
         outputs(&g, &blocks, Some(&bias), &mut y_vector);
         assert_eq!(y_generic, y_vector, "output transform");
-        let (mut dm_generic, mut dm_vector) = (vec![0.0; XI * tiles * g.c_out], vec![0.0; XI * tiles * g.c_out]);
+        let (mut dm_generic, mut dm_vector) = (vec![0.0; XI * block_stride(tiles * g.c_out)], vec![0.0; XI * block_stride(tiles * g.c_out)]);
         example_output_grads(&g, &y_generic, &mut by_example(&mut dm_generic, 1, tiles * g.c_out).pop().unwrap());
         output_grads(&g, &y_generic, &mut by_example(&mut dm_vector, 1, tiles * g.c_out).pop().unwrap());
         assert_eq!(dm_generic, dm_vector, "output gradient transform");
