@@ -865,7 +865,7 @@ pub fn input_grad(g: &Geometry, kernel: &[f32], dy: &[f32]) -> Vec<f32> {
     // 21.3 ms). The flipped kernel is a copy of the kernel: where it outweighs δy's patch
     // matrices (C_out > N·H_out·W_out, the ConvRNNs' 512-channel cells at 2×2) col2im costs
     // less too.
-    if let Some(t) = g.transposed().filter(|_| g.c_out <= 2 * g.c_in && g.c_out <= g.batch * g.positions()) {
+    if let Some(t) = g.transposed().filter(|t| winograd::suits(t) || g.c_out <= 2 * g.c_in && g.c_out <= g.batch * g.positions()) {
         return forward(&t, dy, &flipped_transpose(g, kernel), None);
     }
     input_grad_col2im(g, kernel, dy)
@@ -924,7 +924,7 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     if taps::suits(g) {
         return taps::weight_grad(g, x, dy);
     }
-    if winograd::suits(g) {
+    if winograd::suits_weight_grad(g) {
         return winograd::weight_grad(g, x, dy);
     }
     let (positions, rows, opg) = (g.positions(), g.patch_rows(), g.out_per_group());
