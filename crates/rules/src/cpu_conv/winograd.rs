@@ -133,6 +133,25 @@ fn gt_times([d0, d1, d2, d3]: [&[f32]; 4], [y0, y1, y2]: [&mut [f32]; 3]) {
     }
 }
 
+/// The loops every transform runs: over the tile grid's ty_n × tx_n tiles (2 × 2 outputs each,
+/// in a padded plane `pw` pixels wide) and each tile's vectors of `lanes` channels, binding `t`
+/// (the tile's row in a [tiles, C] block), `base` (its first pixel in the padded plane), `c0`
+/// (the vector's first channel) and `width` (its channels). A macro, not a function taking a
+/// closure: inside the target-feature copies a closure stayed compiled for baseline x86-64.
+macro_rules! each_tile_vector {
+    (($ty_n:expr, $tx_n:expr), $c:expr, $pw:expr, $lanes:expr, |$t:ident, $base:ident, $c0:ident, $width:pat_param| $body:block) => {
+        for ty in 0..$ty_n {
+            for tx in 0..$tx_n {
+                let ($t, $base) = ((ty * $tx_n + tx) * $c, (2 * ty * $pw + 2 * tx) * $c);
+                for $c0 in (0..$c).step_by($lanes) {
+                    let $width = usize::min($lanes, $c - $c0);
+                    $body
+                }
+            }
+        }
+    };
+}
+
 /// `fn $name(…) $body` compiled three times, for AVX-512F, for AVX2 and for baseline x86-64, the
 /// widest this CPU has picked at run time: baseline x86-64 runs the transforms' adds four lanes
 /// wide. Elementwise adds round the same at any width, so the results are the same bits on every
@@ -298,27 +317,21 @@ widest_vectors! {
         for (i, o) in offsets.iter_mut().enumerate() {
             *o = ((i / 4) * pw + i % 4) * c;
         }
-        for ty in 0..ty_n {
-            for tx in 0..tx_n {
-                let (t, base) = ((ty * tx_n + tx) * c, (2 * ty * pw + 2 * tx) * c);
-                for c0 in (0..c).step_by(LANES) {
-                    let width = LANES.min(c - c0);
-                    // Each row k of the tile times Bᵀ as it is read (four pixels live at a time),
-                    // then each column b of those down the rows, stored as it is made: V[a][b].
-                    macro_rules! row {
-                        ($k:expr) => {{
-                            let at = base + c0;
-                            let o = &offsets[4 * $k..4 * $k + 4];
-                            times_bt(&load(xp, at + o[0], width), &load(xp, at + o[1], width), &load(xp, at + o[2], width), &load(xp, at + o[3], width))
-                        }};
-                    }
-                    let (s0, s1, s2, s3) = (row!(0), row!(1), row!(2), row!(3));
-                    for b in 0..4 {
-                        store_column(v, b, t + c0, width, &times_bt(&s0[b], &s1[b], &s2[b], &s3[b]));
-                    }
-                }
+        each_tile_vector!((ty_n, tx_n), c, pw, LANES, |t, base, c0, width| {
+            // Each row k of the tile times Bᵀ as it is read (four pixels live at a time),
+            // then each column b of those down the rows, stored as it is made: V[a][b].
+            macro_rules! row {
+                ($k:expr) => {{
+                    let at = base + c0;
+                    let o = &offsets[4 * $k..4 * $k + 4];
+                    times_bt(&load(xp, at + o[0], width), &load(xp, at + o[1], width), &load(xp, at + o[2], width), &load(xp, at + o[3], width))
+                }};
             }
-        }
+            let (s0, s1, s2, s3) = (row!(0), row!(1), row!(2), row!(3));
+            for b in 0..4 {
+                store_column(v, b, t + c0, width, &times_bt(&s0[b], &s1[b], &s2[b], &s3[b]));
+            }
+        });
     }
 }
 
@@ -328,27 +341,21 @@ widest_vectors! {
     fn example_outputs(g: &Geometry, m: &[&[f32]], bias: Option<&[f32]>, yp: &mut [f32]) {
         let (ty_n, tx_n) = tile_grid(g);
         let (c, pw) = (g.c_out, padded_output(g)[1]);
-        for ty in 0..ty_n {
-            for tx in 0..tx_n {
-                let (t, base) = ((ty * tx_n + tx) * c, (2 * ty * pw + 2 * tx) * c);
-                for c0 in (0..c).step_by(LANES) {
-                    let width = LANES.min(c - c0);
-                    let mut mv = [[0.0; LANES]; 16];
-                    for (mv, m) in mv.iter_mut().zip(m) {
-                        *mv = load(m, t + c0, width);
-                    }
-                    let b0 = match bias {
-                        Some(b) => load(b, c0, width),
-                        None => [0.0; LANES],
-                    };
-                    let [y00, y01, y10, y11] = output_transform(&mv);
-                    store(yp, base + c0, width, &add(&y00, &b0));
-                    store(yp, base + c + c0, width, &add(&y01, &b0));
-                    store(yp, base + pw * c + c0, width, &add(&y10, &b0));
-                    store(yp, base + (pw + 1) * c + c0, width, &add(&y11, &b0));
-                }
+        each_tile_vector!((ty_n, tx_n), c, pw, LANES, |t, base, c0, width| {
+            let mut mv = [[0.0; LANES]; 16];
+            for (mv, m) in mv.iter_mut().zip(m) {
+                *mv = load(m, t + c0, width);
             }
-        }
+            let b0 = match bias {
+                Some(b) => load(b, c0, width),
+                None => [0.0; LANES],
+            };
+            let [y00, y01, y10, y11] = output_transform(&mv);
+            store(yp, base + c0, width, &add(&y00, &b0));
+            store(yp, base + c + c0, width, &add(&y01, &b0));
+            store(yp, base + pw * c + c0, width, &add(&y10, &b0));
+            store(yp, base + (pw + 1) * c + c0, width, &add(&y11, &b0));
+        });
     }
 }
 
@@ -372,20 +379,14 @@ widest_vectors! {
     fn example_output_grads(g: &Geometry, dp: &[f32], dm: &mut [&mut [f32]]) {
         let (ty_n, tx_n) = tile_grid(g);
         let (c, pw) = (g.c_out, padded_output(g)[1]);
-        for ty in 0..ty_n {
-            for tx in 0..tx_n {
-                let (t, base) = ((ty * tx_n + tx) * c, (2 * ty * pw + 2 * tx) * c);
-                for c0 in (0..c).step_by(LANES) {
-                    let width = LANES.min(c - c0);
-                    // Each row of δy times Aᵀ's columns, then each column b of those times A.
-                    let q0 = times_a(&load(dp, base + c0, width), &load(dp, base + c + c0, width));
-                    let q1 = times_a(&load(dp, base + pw * c + c0, width), &load(dp, base + (pw + 1) * c + c0, width));
-                    for b in 0..4 {
-                        store_column(dm, b, t + c0, width, &times_a(&q0[b], &q1[b]));
-                    }
-                }
+        each_tile_vector!((ty_n, tx_n), c, pw, LANES, |t, base, c0, width| {
+            // Each row of δy times Aᵀ's columns, then each column b of those times A.
+            let q0 = times_a(&load(dp, base + c0, width), &load(dp, base + c + c0, width));
+            let q1 = times_a(&load(dp, base + pw * c + c0, width), &load(dp, base + (pw + 1) * c + c0, width));
+            for b in 0..4 {
+                store_column(dm, b, t + c0, width, &times_a(&q0[b], &q1[b]));
             }
-        }
+        });
     }
 }
 
@@ -439,29 +440,24 @@ mod avx512 {
         let ([ph, pw], c) = (padded_input(g), g.c_in);
         assert!(c % 16 == 0 && xp.len() >= ph * pw * c && v.len() == XI && v.iter().all(|v| v.len() >= ty_n * tx_n * c));
         let out: [*mut f32; XI] = std::array::from_fn(|xi| v[xi].as_mut_ptr());
-        for ty in 0..ty_n {
-            for tx in 0..tx_n {
-                let (t, base) = ((ty * tx_n + tx) * c, (2 * ty * pw + 2 * tx) * c);
-                for c0 in (0..c).step_by(16) {
-                    // SAFETY: the tile's pixels (2ty + k, 2tx + l), k, l < 4, lie inside the
-                    // padded [ph, pw] plane, and channels c0..c0 + 16 inside C; its row t + c0..+16
-                    // inside each of V's blocks (both asserted above).
-                    unsafe {
-                        let p = xp.as_ptr().add(base + c0);
-                        macro_rules! row {
-                            ($k:expr) => {
-                                times_bt!(_mm512_loadu_ps(p.add($k * pw * c)), _mm512_loadu_ps(p.add(($k * pw + 1) * c)), _mm512_loadu_ps(p.add(($k * pw + 2) * c)), _mm512_loadu_ps(p.add(($k * pw + 3) * c)))
-                            };
-                        }
-                        let (s0, s1, s2, s3) = (row!(0), row!(1), row!(2), row!(3));
-                        store_column!(out, 0, t + c0, times_bt!(s0[0], s1[0], s2[0], s3[0]));
-                        store_column!(out, 1, t + c0, times_bt!(s0[1], s1[1], s2[1], s3[1]));
-                        store_column!(out, 2, t + c0, times_bt!(s0[2], s1[2], s2[2], s3[2]));
-                        store_column!(out, 3, t + c0, times_bt!(s0[3], s1[3], s2[3], s3[3]));
-                    }
+        each_tile_vector!((ty_n, tx_n), c, pw, 16, |t, base, c0, _| {
+            // SAFETY: the tile's pixels (2ty + k, 2tx + l), k, l < 4, lie inside the
+            // padded [ph, pw] plane, and channels c0..c0 + 16 inside C; its row t + c0..+16
+            // inside each of V's blocks (both asserted above).
+            unsafe {
+                let p = xp.as_ptr().add(base + c0);
+                macro_rules! row {
+                    ($k:expr) => {
+                        times_bt!(_mm512_loadu_ps(p.add($k * pw * c)), _mm512_loadu_ps(p.add(($k * pw + 1) * c)), _mm512_loadu_ps(p.add(($k * pw + 2) * c)), _mm512_loadu_ps(p.add(($k * pw + 3) * c)))
+                    };
                 }
+                let (s0, s1, s2, s3) = (row!(0), row!(1), row!(2), row!(3));
+                store_column!(out, 0, t + c0, times_bt!(s0[0], s1[0], s2[0], s3[0]));
+                store_column!(out, 1, t + c0, times_bt!(s0[1], s1[1], s2[1], s3[1]));
+                store_column!(out, 2, t + c0, times_bt!(s0[2], s1[2], s2[2], s3[2]));
+                store_column!(out, 3, t + c0, times_bt!(s0[3], s1[3], s2[3], s3[3]));
             }
-        }
+        });
     }
 
     /// [`super::example_outputs`].
@@ -471,33 +467,28 @@ mod avx512 {
         let ([ph, pw], c) = (padded_output(g), g.c_out);
         assert!(c % 16 == 0 && yp.len() >= ph * pw * c && m.len() == XI && m.iter().all(|m| m.len() >= ty_n * tx_n * c) && bias.is_none_or(|b| b.len() >= c));
         let out = yp.as_mut_ptr();
-        for ty in 0..ty_n {
-            for tx in 0..tx_n {
-                let (t, base) = ((ty * tx_n + tx) * c, (2 * ty * pw + 2 * tx) * c);
-                for c0 in (0..c).step_by(16) {
-                    // SAFETY: row t + c0..+16 of each of M's blocks, the bias's channels, and the
-                    // tile's 2 × 2 outputs inside the padded [ph, pw] plane (asserted above).
-                    unsafe {
-                        let mv: [__m512; XI] = std::array::from_fn(|xi| _mm512_loadu_ps(m[xi].as_ptr().add(t + c0)));
-                        let b0 = match bias {
-                            Some(b) => _mm512_loadu_ps(b.as_ptr().add(c0)),
-                            None => _mm512_setzero_ps(),
-                        };
-                        let r0 = times_at!(mv[0], mv[4], mv[8], mv[12]);
-                        let r1 = times_at!(mv[1], mv[5], mv[9], mv[13]);
-                        let r2 = times_at!(mv[2], mv[6], mv[10], mv[14]);
-                        let r3 = times_at!(mv[3], mv[7], mv[11], mv[15]);
-                        let y0 = times_at!(r0[0], r1[0], r2[0], r3[0]);
-                        let y1 = times_at!(r0[1], r1[1], r2[1], r3[1]);
-                        let at = out.add(base + c0);
-                        _mm512_storeu_ps(at, _mm512_add_ps(y0[0], b0));
-                        _mm512_storeu_ps(at.add(c), _mm512_add_ps(y0[1], b0));
-                        _mm512_storeu_ps(at.add(pw * c), _mm512_add_ps(y1[0], b0));
-                        _mm512_storeu_ps(at.add((pw + 1) * c), _mm512_add_ps(y1[1], b0));
-                    }
-                }
+        each_tile_vector!((ty_n, tx_n), c, pw, 16, |t, base, c0, _| {
+            // SAFETY: row t + c0..+16 of each of M's blocks, the bias's channels, and the
+            // tile's 2 × 2 outputs inside the padded [ph, pw] plane (asserted above).
+            unsafe {
+                let mv: [__m512; XI] = std::array::from_fn(|xi| _mm512_loadu_ps(m[xi].as_ptr().add(t + c0)));
+                let b0 = match bias {
+                    Some(b) => _mm512_loadu_ps(b.as_ptr().add(c0)),
+                    None => _mm512_setzero_ps(),
+                };
+                let r0 = times_at!(mv[0], mv[4], mv[8], mv[12]);
+                let r1 = times_at!(mv[1], mv[5], mv[9], mv[13]);
+                let r2 = times_at!(mv[2], mv[6], mv[10], mv[14]);
+                let r3 = times_at!(mv[3], mv[7], mv[11], mv[15]);
+                let y0 = times_at!(r0[0], r1[0], r2[0], r3[0]);
+                let y1 = times_at!(r0[1], r1[1], r2[1], r3[1]);
+                let at = out.add(base + c0);
+                _mm512_storeu_ps(at, _mm512_add_ps(y0[0], b0));
+                _mm512_storeu_ps(at.add(c), _mm512_add_ps(y0[1], b0));
+                _mm512_storeu_ps(at.add(pw * c), _mm512_add_ps(y1[0], b0));
+                _mm512_storeu_ps(at.add((pw + 1) * c), _mm512_add_ps(y1[1], b0));
             }
-        }
+        });
     }
 
     /// [`super::example_output_grads`].
@@ -507,24 +498,19 @@ mod avx512 {
         let ([ph, pw], c) = (padded_output(g), g.c_out);
         assert!(c % 16 == 0 && dp.len() >= ph * pw * c && dm.len() == XI && dm.iter().all(|d| d.len() >= ty_n * tx_n * c));
         let out: [*mut f32; XI] = std::array::from_fn(|xi| dm[xi].as_mut_ptr());
-        for ty in 0..ty_n {
-            for tx in 0..tx_n {
-                let (t, base) = ((ty * tx_n + tx) * c, (2 * ty * pw + 2 * tx) * c);
-                for c0 in (0..c).step_by(16) {
-                    // SAFETY: the tile's 2 × 2 pixels inside the padded [ph, pw] plane, and row
-                    // t + c0..+16 inside each of δM's blocks (asserted above).
-                    unsafe {
-                        let p = dp.as_ptr().add(base + c0);
-                        let q0 = times_a!(_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(c)));
-                        let q1 = times_a!(_mm512_loadu_ps(p.add(pw * c)), _mm512_loadu_ps(p.add((pw + 1) * c)));
-                        store_column!(out, 0, t + c0, times_a!(q0[0], q1[0]));
-                        store_column!(out, 1, t + c0, times_a!(q0[1], q1[1]));
-                        store_column!(out, 2, t + c0, times_a!(q0[2], q1[2]));
-                        store_column!(out, 3, t + c0, times_a!(q0[3], q1[3]));
-                    }
-                }
+        each_tile_vector!((ty_n, tx_n), c, pw, 16, |t, base, c0, _| {
+            // SAFETY: the tile's 2 × 2 pixels inside the padded [ph, pw] plane, and row
+            // t + c0..+16 inside each of δM's blocks (asserted above).
+            unsafe {
+                let p = dp.as_ptr().add(base + c0);
+                let q0 = times_a!(_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(c)));
+                let q1 = times_a!(_mm512_loadu_ps(p.add(pw * c)), _mm512_loadu_ps(p.add((pw + 1) * c)));
+                store_column!(out, 0, t + c0, times_a!(q0[0], q1[0]));
+                store_column!(out, 1, t + c0, times_a!(q0[1], q1[1]));
+                store_column!(out, 2, t + c0, times_a!(q0[2], q1[2]));
+                store_column!(out, 3, t + c0, times_a!(q0[3], q1[3]));
             }
-        }
+        });
     }
 }
 
@@ -783,26 +769,20 @@ mod f2x5 {
             let (ty_n, tx_n) = tile_grid(g);
             let (c, pw) = (g.c_in, padded_input(g)[1]);
             assert_eq!(v.len(), 36);
-            for ty in 0..ty_n {
-                for tx in 0..tx_n {
-                    let (t, base) = ((ty * tx_n + tx) * c, (2 * ty * pw + 2 * tx) * c);
-                    for c0 in (0..c).step_by(LANES) {
-                        let width = LANES.min(c - c0);
-                        let mut rows = [[[0.0; LANES]; 6]; 6];
-                        for k in 0..6 {
-                            let at = base + k * pw * c + c0;
-                            let d = [load(xp, at, width), load(xp, at + c, width), load(xp, at + 2 * c, width), load(xp, at + 3 * c, width), load(xp, at + 4 * c, width), load(xp, at + 5 * c, width)];
-                            rows[k] = times_bt(&d);
-                        }
-                        for j in 0..6 {
-                            let column = times_bt(&[rows[0][j], rows[1][j], rows[2][j], rows[3][j], rows[4][j], rows[5][j]]);
-                            for i in 0..6 {
-                                store(v[6 * i + j], t + c0, width, &column[i]);
-                            }
-                        }
+            each_tile_vector!((ty_n, tx_n), c, pw, LANES, |t, base, c0, width| {
+                let mut rows = [[[0.0; LANES]; 6]; 6];
+                for k in 0..6 {
+                    let at = base + k * pw * c + c0;
+                    let d = [load(xp, at, width), load(xp, at + c, width), load(xp, at + 2 * c, width), load(xp, at + 3 * c, width), load(xp, at + 4 * c, width), load(xp, at + 5 * c, width)];
+                    rows[k] = times_bt(&d);
+                }
+                for j in 0..6 {
+                    let column = times_bt(&[rows[0][j], rows[1][j], rows[2][j], rows[3][j], rows[4][j], rows[5][j]]);
+                    for i in 0..6 {
+                        store(v[6 * i + j], t + c0, width, &column[i]);
                     }
                 }
-            }
+            });
         }
     }
 
@@ -813,29 +793,23 @@ mod f2x5 {
             let (ty_n, tx_n) = tile_grid(g);
             let (c, pw) = (g.c_out, padded_output(g)[1]);
             assert_eq!(m.len(), 36);
-            for ty in 0..ty_n {
-                for tx in 0..tx_n {
-                    let (t, base) = ((ty * tx_n + tx) * c, (2 * ty * pw + 2 * tx) * c);
-                    for c0 in (0..c).step_by(LANES) {
-                        let width = LANES.min(c - c0);
-                        // Aᵀ along each row a of M, then down the two columns.
-                        let mut r = [[[0.0; LANES]; 2]; 6];
-                        for a in 0..6 {
-                            let row = [load(m[6 * a], t + c0, width), load(m[6 * a + 1], t + c0, width), load(m[6 * a + 2], t + c0, width), load(m[6 * a + 3], t + c0, width), load(m[6 * a + 4], t + c0, width), load(m[6 * a + 5], t + c0, width)];
-                            r[a] = times_at(&row);
-                        }
-                        let b0 = match bias {
-                            Some(b) => load(b, c0, width),
-                            None => [0.0; LANES],
-                        };
-                        for j in 0..2 {
-                            let [y0, y1] = times_at(&[r[0][j], r[1][j], r[2][j], r[3][j], r[4][j], r[5][j]]);
-                            store(yp, base + j * c + c0, width, &add(&y0, &b0));
-                            store(yp, base + (pw + j) * c + c0, width, &add(&y1, &b0));
-                        }
-                    }
+            each_tile_vector!((ty_n, tx_n), c, pw, LANES, |t, base, c0, width| {
+                // Aᵀ along each row a of M, then down the two columns.
+                let mut r = [[[0.0; LANES]; 2]; 6];
+                for a in 0..6 {
+                    let row = [load(m[6 * a], t + c0, width), load(m[6 * a + 1], t + c0, width), load(m[6 * a + 2], t + c0, width), load(m[6 * a + 3], t + c0, width), load(m[6 * a + 4], t + c0, width), load(m[6 * a + 5], t + c0, width)];
+                    r[a] = times_at(&row);
                 }
-            }
+                let b0 = match bias {
+                    Some(b) => load(b, c0, width),
+                    None => [0.0; LANES],
+                };
+                for j in 0..2 {
+                    let [y0, y1] = times_at(&[r[0][j], r[1][j], r[2][j], r[3][j], r[4][j], r[5][j]]);
+                    store(yp, base + j * c + c0, width, &add(&y0, &b0));
+                    store(yp, base + (pw + j) * c + c0, width, &add(&y1, &b0));
+                }
+            });
         }
     }
 
@@ -881,30 +855,25 @@ mod f2x5 {
             let ([ph, pw], c) = (padded_input(g), g.c_in);
             assert!(c % 16 == 0 && xp.len() >= ph * pw * c && v.len() == 36 && v.iter().all(|v| v.len() >= ty_n * tx_n * c));
             let out: [*mut f32; 36] = std::array::from_fn(|xi| v[xi].as_mut_ptr());
-            for ty in 0..ty_n {
-                for tx in 0..tx_n {
-                    let (t, base) = ((ty * tx_n + tx) * c, (2 * ty * pw + 2 * tx) * c);
-                    for c0 in (0..c).step_by(16) {
-                        // SAFETY: the tile's pixels (2ty + k, 2tx + l), k, l < 6, lie inside the
-                        // padded [ph, pw] plane, and channels c0..c0 + 16 inside C; its row
-                        // t + c0..+16 inside each of V's blocks (both asserted above).
-                        unsafe {
-                            let p = xp.as_ptr().add(base + c0);
-                            let mut rows = [[_mm512_setzero_ps(); 6]; 6];
-                            for (k, row) in rows.iter_mut().enumerate() {
-                                let q = p.add(k * pw * c);
-                                *row = times_bt!([_mm512_loadu_ps(q), _mm512_loadu_ps(q.add(c)), _mm512_loadu_ps(q.add(2 * c)), _mm512_loadu_ps(q.add(3 * c)), _mm512_loadu_ps(q.add(4 * c)), _mm512_loadu_ps(q.add(5 * c))]);
-                            }
-                            for j in 0..6 {
-                                let column = times_bt!([rows[0][j], rows[1][j], rows[2][j], rows[3][j], rows[4][j], rows[5][j]]);
-                                for (i, value) in column.into_iter().enumerate() {
-                                    _mm512_storeu_ps(out[6 * i + j].add(t + c0), value);
-                                }
-                            }
+            each_tile_vector!((ty_n, tx_n), c, pw, 16, |t, base, c0, _| {
+                // SAFETY: the tile's pixels (2ty + k, 2tx + l), k, l < 6, lie inside the
+                // padded [ph, pw] plane, and channels c0..c0 + 16 inside C; its row
+                // t + c0..+16 inside each of V's blocks (both asserted above).
+                unsafe {
+                    let p = xp.as_ptr().add(base + c0);
+                    let mut rows = [[_mm512_setzero_ps(); 6]; 6];
+                    for (k, row) in rows.iter_mut().enumerate() {
+                        let q = p.add(k * pw * c);
+                        *row = times_bt!([_mm512_loadu_ps(q), _mm512_loadu_ps(q.add(c)), _mm512_loadu_ps(q.add(2 * c)), _mm512_loadu_ps(q.add(3 * c)), _mm512_loadu_ps(q.add(4 * c)), _mm512_loadu_ps(q.add(5 * c))]);
+                    }
+                    for j in 0..6 {
+                        let column = times_bt!([rows[0][j], rows[1][j], rows[2][j], rows[3][j], rows[4][j], rows[5][j]]);
+                        for (i, value) in column.into_iter().enumerate() {
+                            _mm512_storeu_ps(out[6 * i + j].add(t + c0), value);
                         }
                     }
                 }
-            }
+            });
         }
 
         /// [`super::example_outputs`].
@@ -914,36 +883,31 @@ mod f2x5 {
             let ([ph, pw], c) = (padded_output(g), g.c_out);
             assert!(c % 16 == 0 && yp.len() >= ph * pw * c && m.len() == 36 && m.iter().all(|m| m.len() >= ty_n * tx_n * c) && bias.is_none_or(|b| b.len() >= c));
             let out = yp.as_mut_ptr();
-            for ty in 0..ty_n {
-                for tx in 0..tx_n {
-                    let (t, base) = ((ty * tx_n + tx) * c, (2 * ty * pw + 2 * tx) * c);
-                    for c0 in (0..c).step_by(16) {
-                        // SAFETY: row t + c0..+16 of each of M's blocks, the bias's channels, and
-                        // the tile's 2 × 2 outputs inside the padded [ph, pw] plane (asserted).
-                        unsafe {
-                            let mut r = [[_mm512_setzero_ps(); 2]; 6];
-                            for (a, r) in r.iter_mut().enumerate() {
-                                let row = &m[6 * a..][..6];
-                                macro_rules! at {
-                                    ($b:expr) => {
-                                        _mm512_loadu_ps(row[$b].as_ptr().add(t + c0))
-                                    };
-                                }
-                                *r = times_at!([at!(0), at!(1), at!(2), at!(3), at!(4), at!(5)]);
-                            }
-                            let b0 = match bias {
-                                Some(b) => _mm512_loadu_ps(b.as_ptr().add(c0)),
-                                None => _mm512_setzero_ps(),
+            each_tile_vector!((ty_n, tx_n), c, pw, 16, |t, base, c0, _| {
+                // SAFETY: row t + c0..+16 of each of M's blocks, the bias's channels, and
+                // the tile's 2 × 2 outputs inside the padded [ph, pw] plane (asserted).
+                unsafe {
+                    let mut r = [[_mm512_setzero_ps(); 2]; 6];
+                    for (a, r) in r.iter_mut().enumerate() {
+                        let row = &m[6 * a..][..6];
+                        macro_rules! at {
+                            ($b:expr) => {
+                                _mm512_loadu_ps(row[$b].as_ptr().add(t + c0))
                             };
-                            for j in 0..2 {
-                                let [y0, y1] = times_at!([r[0][j], r[1][j], r[2][j], r[3][j], r[4][j], r[5][j]]);
-                                _mm512_storeu_ps(out.add(base + j * c + c0), _mm512_add_ps(y0, b0));
-                                _mm512_storeu_ps(out.add(base + (pw + j) * c + c0), _mm512_add_ps(y1, b0));
-                            }
                         }
+                        *r = times_at!([at!(0), at!(1), at!(2), at!(3), at!(4), at!(5)]);
+                    }
+                    let b0 = match bias {
+                        Some(b) => _mm512_loadu_ps(b.as_ptr().add(c0)),
+                        None => _mm512_setzero_ps(),
+                    };
+                    for j in 0..2 {
+                        let [y0, y1] = times_at!([r[0][j], r[1][j], r[2][j], r[3][j], r[4][j], r[5][j]]);
+                        _mm512_storeu_ps(out.add(base + j * c + c0), _mm512_add_ps(y0, b0));
+                        _mm512_storeu_ps(out.add(base + (pw + j) * c + c0), _mm512_add_ps(y1, b0));
                     }
                 }
-            }
+            });
         }
     }
 
