@@ -21,6 +21,9 @@
 //! The transforms' entries are 0, ±1 and ±½, so the rounding stays that of a sum of a few more
 //! terms (the tests hold it to a direct convolution's). Every sum runs in an order fixed by the
 //! shape, so every result is the same whatever the number of threads.
+//!
+//! 5 × 5 kernels with ≥ 64 channels each side (AlexNet's second layer) take F(2×2, 5×5) the same
+//! way, forward and input gradient: 6 × 6 tiles, 36 elements ξ ([`f2x5`]).
 
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -60,8 +63,9 @@ const MIN_CHANNELS_5X5: usize = 64;
 /// to 77 ms).
 const MIN_POSITIONS: usize = 17;
 
-/// Whether [`forward`] and [`weight_grad`] serve this convolution: one group, a 3 × 3 or 5 × 5 kernel,
-/// stride 1, no dilation, enough channels and positions.
+/// Whether [`forward`] (and so, through the transposed convolution, the input gradient) serves
+/// this convolution: one group, a 3 × 3 or 5 × 5 kernel, stride 1, no dilation, enough channels
+/// and positions. [`suits_weight_grad`] says the same for [`weight_grad`].
 pub(super) fn suits(g: &Geometry) -> bool {
     let channels = if g.kh == 5 { MIN_CHANNELS_5X5 } else { MIN_CHANNELS };
     g.groups == 1 && matches!((g.kh, g.kw), (3, 3) | (5, 5)) && g.stride == [1, 1] && g.dilation == [1, 1] && g.c_in >= channels && g.c_out >= channels && g.positions() >= MIN_POSITIONS
@@ -258,7 +262,7 @@ fn store_column(out: &mut [&mut [f32]], b: usize, at: usize, width: usize, colum
     }
 }
 
-/// Floats from one of a buffer's 16 blocks ξ to the next, for blocks of `len` floats: one cache
+/// Floats from one of a buffer's blocks ξ to the next, for blocks of `len` floats: one cache
 /// line more. At a power of two apart (16 tiles × 32 channels is 16 KiB) the transforms' 16
 /// streams of stores all fell into the same few sets of the L1 cache and evicted each other: the
 /// input transform of the ConvRNN quick start's 8 × 8 layer took a fifth of its forward.
@@ -581,7 +585,7 @@ thread_local! {
 }
 
 /// `conv2d(x, weight) + bias` (see [`super::forward`]). Each task takes a few examples side by
-/// side: their V ([ξ][tiles, C_in]), the 16 products into M ([ξ][tiles, C_out]), M's output
+/// side: their V ([ξ][tiles, C_in]), the products (one per ξ) into M ([ξ][tiles, C_out]), M's output
 /// transform, and y back to NCHW.
 pub(super) fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (ty_n, tx_n) = tile_grid(g);
