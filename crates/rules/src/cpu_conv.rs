@@ -20,7 +20,8 @@
 //! matrix is padding, go through the products of the `taps` module instead: one per kernel tap,
 //! over only the positions it reaches. 3×3 stride-1 kernels on larger maps (ResNet's, AlexNet's
 //! and the convnet's) go through Winograd's F(2×2, 3×3) in the `winograd` module: 16 products
-//! of transformed tiles, 2.25× fewer multiplies than the patch matrix's product.
+//! of transformed tiles, 2.25× fewer multiplies than the patch matrix's product; 5×5 ones of
+//! ≥ 64 channels (AlexNet's second) through its F(2×2, 5×5), forward and input gradient.
 //!
 //! A 1×1 kernel with stride 1 and no padding uses x_n itself as its patch matrix. Where an
 //! example has few output positions, several examples sit side by side in one product
@@ -864,7 +865,8 @@ pub fn input_grad(g: &Geometry, kernel: &[f32], dy: &[f32]) -> Vec<f32> {
     // to 38 ms; at equal widths the convolution is faster (ResNet-18 at 16×16: 18.2 against
     // 21.3 ms). The flipped kernel is a copy of the kernel: where it outweighs δy's patch
     // matrices (C_out > N·H_out·W_out, the ConvRNNs' 512-channel cells at 2×2) col2im costs
-    // less too.
+    // less too. Where Winograd serves the transposed convolution it is taken at any widths:
+    // AlexNet's second layer's δx went from col2im's 42 ms to 26.
     if let Some(t) = g.transposed().filter(|t| winograd::suits(t) || g.c_out <= 2 * g.c_in && g.c_out <= g.batch * g.positions()) {
         return forward(&t, dy, &flipped_transpose(g, kernel), None);
     }

@@ -626,8 +626,8 @@ pub(super) fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f3
             }
             let yp = at_least(yp, output_sizes[0] * output_sizes[1] * g.c_out);
             for (e, y_e) in y_chunk.chunks_exact_mut(y_size).enumerate() {
-                let m_e: Vec<&[f32]> = (0..xi_n).map(|xi| &m[xi * m_stride + e * tiles * g.c_out..][..tiles * g.c_out]).collect();
-                outputs(g, &m_e, bias, yp);
+                let m_e: [&[f32]; 36] = std::array::from_fn(|xi| if xi < xi_n { &m[xi * m_stride + e * tiles * g.c_out..][..tiles * g.c_out] } else { &[] });
+                outputs(g, &m_e[..xi_n], bias, yp);
                 // The padded [pixels, C_out] rows back into y's [C_out, H_out·W_out], row by row.
                 for oy in 0..g.oh {
                     transpose_strided(&yp[oy * output_sizes[1] * g.c_out..], g.c_out, g.ow, g.c_out, &mut y_e[oy * g.ow..], positions);
@@ -649,14 +649,14 @@ pub(super) fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (x_size, y_size) = (g.c_in * plane, g.c_out * positions);
     let (ci, co) = (g.c_in, g.c_out);
     let pairs = co * ci;
+    assert!(suits_weight_grad(g), "Winograd's weight gradient serves 3 × 3 kernels only");
     if g.batch == 0 || pairs == 0 {
-        return vec![0.0; pairs * g.kh * g.kw];
+        return vec![0.0; pairs * 9];
     }
-    let xi_n = tile_elements(g);
-    let per = (SLAB_FLOATS / (xi_n * tiles * (ci + co))).clamp(1, g.batch);
+    let per = (SLAB_FLOATS / (XI * tiles * (ci + co))).clamp(1, g.batch);
     let (input_sizes, output_sizes) = (padded_input(g), padded_output(g));
     // δU_ξ as [C_in, C_out] row-major.
-    let mut du = vec![0.0f32; xi_n * pairs];
+    let mut du = vec![0.0f32; XI * pairs];
     let mut slab = SLAB_BUFFERS.take();
     let (v, dm) = &mut slab;
     for (step, n0) in (0..g.batch).step_by(per).enumerate() {
@@ -664,8 +664,8 @@ pub(super) fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         let columns = count * tiles;
         let (x_slab, dy_slab) = (&x[n0 * x_size..][..count * x_size], &dy[n0 * y_size..][..count * y_size]);
         let (v_stride, dm_stride) = (block_stride(columns * ci), block_stride(columns * co));
-        let (v, dm) = (at_least(v, xi_n * v_stride), at_least(dm, xi_n * dm_stride));
-        by_example(v, xi_n, count, tiles * ci).into_par_iter().zip(by_example(dm, xi_n, count, tiles * co)).enumerate().for_each(|(e, (mut v_e, mut dm_e))| {
+        let (v, dm) = (at_least(v, XI * v_stride), at_least(dm, XI * dm_stride));
+        by_example(v, XI, count, tiles * ci).into_par_iter().zip(by_example(dm, XI, count, tiles * co)).enumerate().for_each(|(e, (mut v_e, mut dm_e))| {
             let mut buffers = TASK_BUFFERS.take();
             let xp = at_least(&mut buffers.xp, input_sizes[0] * input_sizes[1] * ci);
             padded_channels_last(&x_slab[e * x_size..][..x_size], ci, [g.h, g.w], g.pad, input_sizes, xp);
